@@ -1,0 +1,51 @@
+# Two doors: `make quickstart` and `make test`. Both set up .venv first (once, again when
+# pyproject.toml changes). torch goes in on its own and first: a bare `torch` requirement
+# can pull a multi-GB CUDA build. Override TORCH for a GPU build.
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+PAPERMILL_TIMEOUT ?= 600
+
+.PHONY: setup quickstart test test-sync test-notebooks test-pytest test-quickstart clean
+
+setup: $(VENV)/.ready
+
+$(VENV)/.ready: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+quickstart: setup
+	mkdir -p runs
+	$(BIN)/papermill nbs/tutorials/quickstart.ipynb runs/quickstart.ipynb -k python3 \
+	    --cwd nbs/tutorials --execution-timeout $(PAPERMILL_TIMEOUT)
+	@echo "executed notebook: runs/quickstart.ipynb"
+
+test: setup test-sync test-notebooks test-pytest test-quickstart
+
+# The notebooks are the source: exporting and cleaning them must change nothing that is committed.
+test-sync: setup
+	PATH=$(BIN):$$PATH nbdev-export
+	PATH=$(BIN):$$PATH nbdev-clean
+	$(BIN)/python tools/readme.py --check
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	    changed=$$(git status --porcelain -- nbs deepseek_wb README.md); \
+	    if [ -n "$$changed" ]; then echo "notebooks, package or README out of step:"; echo "$$changed"; \
+	        git --no-pager diff --stat; exit 1; fi; fi
+
+test-notebooks: setup
+	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 nbdev-test --n-workers 2
+
+test-pytest: setup
+	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+test-quickstart: setup
+	mkdir -p runs
+	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/papermill nbs/tutorials/quickstart.ipynb runs/quickstart-ci.ipynb \
+	    -k python3 --cwd nbs/tutorials --execution-timeout $(PAPERMILL_TIMEOUT) -p max_steps 20 -p gpu_memory_gb 24
+
+clean:
+	rm -rf $(VENV) runs _docs _proc

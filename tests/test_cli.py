@@ -1,0 +1,73 @@
+"""The installed `deepseek-wb` command, run as a user runs it."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+EXE = shutil.which("deepseek-wb") or pytest.skip("deepseek-wb is not installed", allow_module_level=True)
+
+
+def run(*args, cwd=None):
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def test_env_json():
+    r = run("env", "--json")
+    assert r.returncode in (0, 1), r.stderr
+    report = json.loads(r.stdout)  # stdout is JSON and nothing else
+    names = {row["name"] for row in report["rows"]}
+    assert {"Python", "torch", "CUDA available", "DeepSpeed", "DeepSpeed ops", "fp16 training", "bf16 training"} <= names
+    assert report["ok"] == (r.returncode == 0)
+    assert report["facts"]["torch"]
+
+
+def test_env_text_says_plainly_when_there_is_no_gpu():
+    r = run("env")
+    if json.loads(run("env", "--json").stdout)["facts"]["cuda_available"]:
+        pytest.skip("this machine has a GPU")
+    assert "no GPU" in r.stdout
+
+
+def test_config_check_valid_and_invalid(root, tmp_path):
+    ok = run("config", "check", str(root / "examples" / "tiny-cpu.yaml"), "--here")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "valid" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("micro_batch_size: 4\ntrain_batch_size: 10\nzero:\n  stage: 1\n  offload_param: true\nmax_step: 5\n")
+    r = run("config", "check", str(bad))
+    assert r.returncode == 1
+    for field, line in (("train_batch_size", 2), ("zero.offload_param", 5), ("max_step", 6)):
+        assert f"{bad}:{line}: error: {field}" in r.stdout, r.stdout
+    assert "did you mean 'max_steps'" in r.stdout
+
+
+def test_config_check_json_and_overrides(root):
+    r = run("config", "check", str(root / "examples" / "tiny-cpu.yaml"), "precision=fp16", "gradient_clipping=0", "--json")
+    out = json.loads(r.stdout)
+    assert out["valid"] and r.returncode == 0  # fp16 is legal in itself; --here would reject it on a CPU
+    assert any(p["field"] == "gradient_clipping" and p["level"] == "warning" for p in out["problems"])
+
+
+def test_config_deepspeed_prints_only_json(root):
+    r = run("config", "deepspeed", str(root / "examples" / "seed-zero3-offload.yaml"))
+    assert r.returncode == 0, r.stderr
+    ds = json.loads(r.stdout)
+    assert ds["train_batch_size"] == 4096 and ds["zero_optimization"]["stage"] == 3
+
+
+def test_config_deepspeed_refuses_an_invalid_config(root):
+    r = run("config", "deepspeed", str(root / "examples" / "tiny-cpu.yaml"), "zero.offload_optimizer=true")
+    assert r.returncode == 1 and r.stdout == ""
+    assert "zero.offload_optimizer" in r.stderr
+
+
+def test_usage_error_exit_code():
+    r = run("config")
+    assert r.returncode == 2 and "usage" in r.stderr
+
+
+def test_module_probe_is_json():
+    r = subprocess.run([sys.executable, "-m", "deepseek_wb.env", "--probe"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["torch"]
