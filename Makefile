@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 PAPERMILL_TIMEOUT ?= 600
 
-.PHONY: setup quickstart test test-sync test-notebooks test-pytest test-quickstart clean
+.PHONY: setup quickstart test test-sync test-docs test-notebooks test-pytest test-quickstart clean
 
 setup: $(VENV)/.ready
 
@@ -24,7 +24,7 @@ quickstart: setup
 	    --cwd nbs/tutorials --execution-timeout $(PAPERMILL_TIMEOUT)
 	@echo "executed notebook: runs/quickstart.ipynb"
 
-test: setup test-sync test-notebooks test-pytest test-quickstart
+test: setup test-sync test-docs test-notebooks test-pytest test-quickstart
 
 # The notebooks are the source: exporting and cleaning them must change nothing that is committed.
 test-sync: setup
@@ -35,6 +35,10 @@ test-sync: setup
 	    changed=$$(git status --porcelain -- nbs deepseek_wb README.md); \
 	    if [ -n "$$changed" ]; then echo "notebooks, package or README out of step:"; echo "$$changed"; \
 	        git --no-pager diff --stat; exit 1; fi; fi
+
+# The docs site's pre-processing (what Quarto renders from); Quarto itself is not needed for this.
+test-docs: setup
+	PATH=$(BIN):$$PATH nbdev-proc-nbs
 
 test-notebooks: setup
 	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 nbdev-test --n-workers 2
