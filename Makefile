@@ -36,9 +36,10 @@ test-sync: setup
 	    if [ -n "$$changed" ]; then echo "notebooks, package or README out of step:"; echo "$$changed"; \
 	        git --no-pager diff --stat; exit 1; fi; fi
 
-# The docs site's pre-processing (what Quarto renders from); Quarto itself is not needed for this.
+# The docs site's pre-processing into _proc/ (what Quarto renders from). Called through the API:
+# the nbdev-proc-nbs command first tries to install Quarto with sudo.
 test-docs: setup
-	PATH=$(BIN):$$PATH nbdev-proc-nbs
+	$(BIN)/python -c "from nbdev.serve import proc_nbs; proc_nbs(force=True)"
 
 test-notebooks: setup
 	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 nbdev-test --n-workers 2
