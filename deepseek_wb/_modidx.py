@@ -212,4 +212,9 @@ d = { 'settings': { 'branch': 'main',
                                      'deepseek_wb.records.read_tfrecord': ('records.html#read_tfrecord', 'deepseek_wb/records.py'),
                                      'deepseek_wb.records.tfrecord_to_dataset': ( 'records.html#tfrecord_to_dataset',
                                                                                   'deepseek_wb/records.py'),
-                                     'deepseek_wb.records.write_tfrecord': ('records.html#write_tfrecord', 'deepseek_wb/records.py')}}}
+                                     'deepseek_wb.records.write_tfrecord': ('records.html#write_tfrecord', 'deepseek_wb/records.py')},
+            'deepseek_wb.tokens': { 'deepseek_wb.tokens._digest': ('tokens.html#_digest', 'deepseek_wb/tokens.py'),
+                                    'deepseek_wb.tokens.load_tokenizer': ('tokens.html#load_tokenizer', 'deepseek_wb/tokens.py'),
+                                    'deepseek_wb.tokens.pack': ('tokens.html#pack', 'deepseek_wb/tokens.py'),
+                                    'deepseek_wb.tokens.tokenize': ('tokens.html#tokenize', 'deepseek_wb/tokens.py'),
+                                    'deepseek_wb.tokens.train_tokenizer': ('tokens.html#train_tokenizer', 'deepseek_wb/tokens.py')}}}
