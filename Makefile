@@ -7,9 +7,16 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 PAPERMILL_TIMEOUT ?= 600
 
-.PHONY: setup quickstart test test-sync test-docs test-notebooks test-pytest test-quickstart clean
+.PHONY: setup wordnet quickstart test test-sync test-docs test-notebooks test-pytest test-quickstart clean
 
-setup: $(VENV)/.ready
+setup: $(VENV)/.ready wordnet
+
+# WordNet 3.0 for synonym augmentation, from Debian's packages when this machine has apt and root.
+wordnet:
+	@if [ -f /usr/share/wordnet/data.noun ] || [ -n "$$DEEPSEEK_WB_WORDNET" ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base >/dev/null; \
+	else echo "note: WordNet is not installed; synonym augmentation needs 'apt-get install wordnet-base'"; fi
 
 $(VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
