@@ -1,6 +1,6 @@
 """Data benchmarks, side by side in one run (ratios matter; these machines are noisy).
 
-    python bench/data_bench.py [--mb 16] [--repeat 3]
+    python bench/data_bench.py [--mb 64] [--repeat 3]
 
 1. Cleaning throughput (MB/s): the default text rules through `Pipeline.run(num_proc=2)` vs a
    plain loop of `re.sub` calls doing the same substitutions in one process.
@@ -125,7 +125,7 @@ def bench_tokenize(mb):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mb", type=float, default=16, help="size of the cleaning and tokenization corpus")
+    p.add_argument("--mb", type=float, default=64, help="size of the cleaning and tokenization corpus")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--dedup-docs", type=int, default=2000)
     args = p.parse_args(argv)
