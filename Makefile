@@ -57,7 +57,7 @@ test-pytest: setup
 test-quickstart: setup
 	mkdir -p runs
 	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/papermill nbs/tutorials/quickstart.ipynb runs/quickstart-ci.ipynb \
-	    -k python3 --cwd nbs/tutorials --execution-timeout $(PAPERMILL_TIMEOUT) -p max_steps 20 -p warmup_steps 2 -p gpu_memory_gb 24
+	    -k python3 --cwd nbs/tutorials --execution-timeout $(PAPERMILL_TIMEOUT) -p max_steps 20 -p warmup_steps 2 -p gpu_memory_gb 24 -p data_limit 600
 
 clean:
 	rm -rf $(VENV) runs _docs _proc
