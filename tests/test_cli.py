@@ -71,3 +71,34 @@ def test_usage_error_exit_code():
 def test_module_probe_is_json():
     r = subprocess.run([sys.executable, "-m", "deepseek_wb.env", "--probe"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["torch"]
+
+
+def test_data_inspect_names_file_and_line(tmp_path):
+    bad = tmp_path / "corpus.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": "fine too"}\n{"text": broken}\n')
+    r = run("data", "inspect", str(bad))
+    assert r.returncode == 1 and f"{bad}:3" in r.stderr, r.stderr
+    ok = run("data", "inspect", str(bad), "--lenient", "--json")
+    out = json.loads(ok.stdout)
+    assert ok.returncode == 0 and out["rows"] == 2 and out["problems"] == {"malformed_json": 1}
+    assert out["where"]["malformed_json"] == [f"{bad}:3"]
+
+
+def test_data_inspect_missing_column_lists_columns(tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_text("body,topic\nhello there,a\n")
+    r = run("data", "inspect", str(f))
+    assert r.returncode == 1 and "the columns are: body, topic" in r.stderr
+
+
+def test_data_clean_writes_data_and_report(tmp_path):
+    out = tmp_path / "clean.parquet"
+    r = run("data", "clean", "demo", str(out), "--rules", "html", "whitespace", "length:min_tokens=20", "exact_dedup")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "clean.parquet.report.json").read_text())
+    assert [x["rule"] for x in report["pipeline"]] == ["html", "whitespace", "length", "exact_dedup"]
+    removed = sum(x["removed"] for x in report["clean"]["rules"])
+    assert report["clean"]["rows_out"] == report["clean"]["rows_in"] - removed
+    import datasets
+    ds = datasets.Dataset.from_parquet(str(out))
+    assert len(ds) == report["clean"]["rows_out"] and all(len(t.split()) >= 20 for t in ds["text"])
