@@ -46,16 +46,17 @@ def test_exact_resume_after_sigkill(tmp_path, stage):
 
 def test_sigkill_during_checkpoint_saves(tmp_path):
     """Killed at many moments of a run that saves every step, a relaunch always takes the newest whole checkpoint."""
-    cfg = tiny_config(max_steps=14, checkpoint_every=1, keep_last=3)
+    cfg = tiny_config(max_steps=30, checkpoint_every=1, keep_last=3)
     run_dir, ckpts = tmp_path / "run", tmp_path / "run" / "checkpoints"
-    for delay in (0.0, 0.15, 0.3, 0.45, 0.6, 0.75):
-        job = launch(cfg, procs=2, run_dir=run_dir)
-        if job.state == "finished":
-            break
+    job, kills = launch(cfg, procs=2, run_dir=run_dir), 0
+    for delay in (0.0, 0.05, 0.1, 0.15, 0.2, 0.3):
         start = len(events(run_dir, "checkpoint_saved"))
-        wait_for(lambda: len(events(run_dir, "checkpoint_saved")) > start, what="a new checkpoint")
+        wait_for(lambda: len(events(run_dir, "checkpoint_saved")) > start or not job.alive(), what="a new checkpoint")
+        if not job.alive():
+            break
         time.sleep(delay)
         kill_group(job)
+        kills += 1
         whole = complete_checkpoints(ckpts)
         assert whole, "no whole checkpoint after a save was reported"
         for _, path in whole:  # every checkpoint that claims to be whole has every rank's files
@@ -64,15 +65,13 @@ def test_sigkill_during_checkpoint_saves(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             assert latest_checkpoint(ckpts)[0] == newest
+        before = len(events(run_dir, "resumed"))
         job = launch(cfg, procs=2, run_dir=run_dir)
-        wait_for(lambda: len(events(run_dir, "resumed")) > 0 and events(run_dir, "resumed")[-1]["time"] > time.time() - 120
-                 and job.status()["state"] in ("running", "finished", "failed"), what="the resume")
-        resumed = events(run_dir, "resumed")[-1]
-        assert resumed["step"] == newest, (resumed, newest)
-        kill_group(job) if job.alive() else None
-    final = launch(cfg, procs=2, run_dir=run_dir)
-    assert final.wait(timeout=600)["state"] == "finished", final.status()
-    assert sorted(losses(run_dir)) == list(range(1, 15))
+        wait_for(lambda: len(events(run_dir, "resumed")) > before, what="the resume")
+        assert events(run_dir, "resumed")[-1]["step"] == newest
+    assert kills >= 4
+    assert job.wait(timeout=600)["state"] == "finished", job.status()
+    assert sorted(losses(run_dir)) == list(range(1, 31))
 
 
 def test_sigterm_saves_and_exits_then_continues(tmp_path):
