@@ -38,6 +38,7 @@ test-sync: setup
 	PATH=$(BIN):$$PATH nbdev-export
 	PATH=$(BIN):$$PATH nbdev-clean
 	$(BIN)/python tools/readme.py --check
+	$(BIN)/python tools/check_imports.py
 	@if git rev-parse --git-dir >/dev/null 2>&1; then \
 	    changed=$$(git status --porcelain -- nbs deepseek_wb README.md); \
 	    if [ -n "$$changed" ]; then echo "notebooks, package or README out of step:"; echo "$$changed"; \
