@@ -1,0 +1,69 @@
+"""Every task and mode trains end to end and leaves a model other tools can load."""
+import socket
+
+import pytest
+import torch
+
+from deepseek_wb.jobs import launch
+from jobs_util import events, losses, tiny_config
+
+CASES = {
+    "bert-mlm-full-cleaned": {"model.family": "bert", "model.task": "masked_lm", "data.packing": False,
+                              "data.clean": [{"rule": "html"}, {"rule": "whitespace"}, {"rule": "length", "min_tokens": 8},
+                                             {"rule": "exact_dedup"}]},
+    "gpt2-classification-prompt": {"model.task": "classification", "model.num_labels": 16, "data.label_column": "label",
+                                   "data.packing": False, "mode": "prompt", "optimizer.lr": 0.01},
+    "llama-causal-lora-merged": {"model.family": "llama", "mode": "lora", "merge_lora": True, "model.num_heads": 4},
+    "gpt2-zero3-gradient-checkpointing": {"zero.stage": 3, "gradient_checkpointing": True},
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_task_and_mode_train_and_save(tmp_path, name):
+    cfg = tiny_config(max_steps=6, checkpoint_every=3, eval_every=3, **CASES[name])
+    job = launch(cfg, run_dir=tmp_path / name)
+    status = job.wait(timeout=600)
+    assert status["state"] == "finished", (status, job.tail(30))
+    assert sorted(losses(job.run_dir)) == list(range(1, 7))
+    assert job.metrics("eval") and all(torch.isfinite(torch.tensor(r["eval_loss"])) for r in job.metrics("eval"))
+    started = events(job.run_dir, "started")[0]
+    if cfg.mode == "full":
+        assert started["trainable_params"] == started["params"]
+    else:
+        assert 0 < started["trainable_params"] < 0.2 * started["params"]
+    if cfg.data.clean:
+        import json
+        report = json.loads((job.run_dir / "data_report.json").read_text())
+        assert [r["rule"]["rule"] for r in report["clean"]["rules"]] == [r["rule"] for r in cfg.data.clean]
+    final = job.run_dir / "final"
+    if cfg.mode == "full":
+        from transformers import AutoModel
+        AutoModel.from_pretrained(final)
+    else:
+        from peft import PeftConfig
+        assert PeftConfig.from_pretrained(final).peft_type.value == {"lora": "LORA", "prompt": "PROMPT_TUNING"}[cfg.mode]
+    if cfg.merge_lora:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        merged = AutoModelForCausalLM.from_pretrained(job.run_dir / "merged")
+        ids = AutoTokenizer.from_pretrained(job.run_dir / "merged")("Return the value.", return_tensors="pt")["input_ids"]
+        assert torch.isfinite(merged(input_ids=ids).logits).all()
+
+
+def test_nan_guard_fails_the_run_with_a_clear_message(tmp_path):
+    """An absurd learning rate without clipping makes the loss overflow; the guard skips, counts and then fails the run."""
+    cfg = tiny_config(max_steps=200, checkpoint_every=100, **{"optimizer.lr": 1.0, "gradient_clipping": 0.0,
+                                                             "schedule.warmup_steps": 0, "schedule.kind": "constant",
+                                                             "nan_tolerance": 2})
+    job = launch(cfg, run_dir=tmp_path / "nan")
+    status = job.wait(timeout=600)
+    skipped = events(job.run_dir, "nan_skipped")
+    assert status["state"] == "failed" and "non-finite losses in a row" in status["error"], status
+    assert len(skipped) >= 2 and skipped[-1]["in_a_row"] == 2
+
+
+def test_port_in_use_is_reported_as_such(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); s.listen()
+        job = launch(tiny_config(max_steps=2), procs=2, run_dir=tmp_path / "port", master_port=s.getsockname()[1])
+        status = job.wait(timeout=300)
+    assert status["state"] == "failed" and "port is in use" in status["error"], status
