@@ -36,6 +36,8 @@ BAD = [
     ("masked LM on a causal model", dict(model={"family": "gpt2", "task": "masked_lm"}), "model.task", "bert"),
     ("classification without labels", dict(model={"task": "classification"}), "data.label_column", "label"),
     ("sequence longer than positions", dict(data={"max_length": 1024}, model={"max_position": 512}), "data.max_length", "512"),
+    ("prompt tokens past the positions", dict(mode="prompt", data={"max_length": 512}, model={"max_position": 512}),
+     "data.max_length", "virtual prompt tokens"),
     ("missing model directory", dict(model={"path": "/nonexistent/model"}), "model.path", "no such model directory"),
     ("warmup as long as training", dict(max_steps=100, checkpoint_every=50, schedule={"warmup_steps": 100}),
      "schedule.warmup_steps", "shorter"),

@@ -12,7 +12,7 @@ CASES = {
                               "data.clean": [{"rule": "html"}, {"rule": "whitespace"}, {"rule": "length", "min_tokens": 8},
                                              {"rule": "exact_dedup"}]},
     "gpt2-classification-prompt": {"model.task": "classification", "model.num_labels": 16, "data.label_column": "label",
-                                   "data.packing": False, "mode": "prompt", "optimizer.lr": 0.01},
+                                   "data.packing": False, "mode": "prompt", "optimizer.lr": 0.01, "data.max_length": 40},
     "llama-causal-lora-merged": {"model.family": "llama", "mode": "lora", "merge_lora": True, "model.num_heads": 4},
     "gpt2-zero3-gradient-checkpointing": {"zero.stage": 3, "gradient_checkpointing": True},
 }
@@ -50,20 +50,28 @@ def test_task_and_mode_train_and_save(tmp_path, name):
 
 
 def test_nan_guard_fails_the_run_with_a_clear_message(tmp_path):
-    """An absurd learning rate without clipping makes the loss overflow; the guard skips, counts and then fails the run."""
-    cfg = tiny_config(max_steps=200, checkpoint_every=100, **{"optimizer.lr": 1.0, "gradient_clipping": 0.0,
-                                                             "schedule.warmup_steps": 0, "schedule.kind": "constant",
-                                                             "nan_tolerance": 2})
+    """A local model whose weights hold an Inf (a corrupt checkpoint) gives non-finite losses: skipped, counted, then failed."""
+    from deepseek_wb.data import demo_corpus
+    from deepseek_wb.models import build_model
+    from deepseek_wb.tokens import train_tokenizer
+    base = tiny_config()
+    model = build_model(base)
+    with torch.no_grad():
+        model.transformer.h[0].ln_1.weight[0] = float("inf")
+    model.save_pretrained(tmp_path / "corrupt")
+    train_tokenizer(list(demo_corpus()["text"][:300]), vocab_size=base.model.vocab_size).save_pretrained(tmp_path / "corrupt")
+    cfg = tiny_config(max_steps=20, checkpoint_every=10, nan_tolerance=3, **{"model.path": str(tmp_path / "corrupt")})
     job = launch(cfg, run_dir=tmp_path / "nan")
     status = job.wait(timeout=600)
     skipped = events(job.run_dir, "nan_skipped")
-    assert status["state"] == "failed" and "non-finite losses in a row" in status["error"], status
-    assert len(skipped) >= 2 and skipped[-1]["in_a_row"] == 2
+    assert status["state"] == "failed" and "3 non-finite losses in a row at step 1" in status["error"], status
+    assert [e["in_a_row"] for e in skipped] == [1, 2, 3]
+    assert not job.metrics("train")  # no step was taken on a non-finite loss
 
 
 def test_port_in_use_is_reported_as_such(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); s.listen()
-        job = launch(tiny_config(max_steps=2), procs=2, run_dir=tmp_path / "port", master_port=s.getsockname()[1])
+        job = launch(tiny_config(max_steps=4), procs=2, run_dir=tmp_path / "port", master_port=s.getsockname()[1])
         status = job.wait(timeout=300)
     assert status["state"] == "failed" and "port is in use" in status["error"], status
