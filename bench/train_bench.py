@@ -80,9 +80,12 @@ class Clock(TrainerCallback):
     def on_step_end(self, *a, **k): times.append(time.time())
 ds = cfg.to_deepspeed()
 ds.pop("scheduler")
+o = cfg.optimizer  # the Trainer insists that its own arguments agree with the DeepSpeed config
 args = TrainingArguments(output_dir=sys.argv[2], per_device_train_batch_size=cfg.micro_batch_size, max_steps=cfg.max_steps,
-                         learning_rate=cfg.optimizer.lr, deepspeed=ds, report_to=[], save_strategy="no", logging_strategy="no",
-                         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, disable_tqdm=True)
+                         gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=o.lr,
+                         adam_beta1=o.betas[0], adam_beta2=o.betas[1], adam_epsilon=o.eps, weight_decay=o.weight_decay,
+                         max_grad_norm=cfg.gradient_clipping, deepspeed=ds, report_to=[], save_strategy="no",
+                         logging_strategy="no", use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, disable_tqdm=True)
 Trainer(model=model, args=args, train_dataset=DS(), callbacks=[Clock()]).train()
 print(json.dumps(times))
 '''
