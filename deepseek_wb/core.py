@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['FAILURE_HINTS', 'atomic_write', 'atomic_write_json', 'append_jsonl', 'read_jsonl', 'new_run_id', 'cache_dir',
-           'failure_hint', 'RunPaths']
+__all__ = ['FAILURE_HINTS', 'HIST_EDGES', 'atomic_write', 'atomic_write_json', 'append_jsonl', 'read_jsonl', 'new_run_id',
+           'cache_dir', 'failure_hint', 'RunPaths']
 
 # %% ../nbs/00_core.ipynb #c2f22a55
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
@@ -105,3 +105,7 @@ class RunPaths:
     def tb(self): return self.root/"tb"
     @property
     def checkpoints(self): return self.root/"checkpoints"
+    @property
+    def control(self): return self.root/"control"  # requests to the job, e.g. control/checkpoint
+
+HIST_EDGES = [-4 + 0.5 * i for i in range(17)]  # bin edges of the activation histograms in `act` lines

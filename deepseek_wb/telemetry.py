@@ -15,16 +15,24 @@ from pathlib import Path
 
 import torch
 
-from .core import RunPaths, append_jsonl, atomic_write_json, read_jsonl
+from .core import HIST_EDGES, RunPaths, append_jsonl, atomic_write_json, read_jsonl
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'TB_NAMES', 'BLOCK_SUFFIXES', 'HIST_EDGES', 'RunWriter', 'ActivationStats']
+__all__ = ['SCHEMA_VERSION', 'TB_NAMES', 'BLOCK_SUFFIXES', 'end_torn_line', 'RunWriter', 'ActivationStats']
 
 # %% ../nbs/22_telemetry.ipynb #e8647a11
 SCHEMA_VERSION = 1
 TB_NAMES = {"loss": "Loss/train", "accuracy": "Accuracy/train", "lr": "LearningRate", "grad_norm": "GradNorm",
             "loss_scale": "LossScale", "tokens_per_s": "Throughput/tokens_per_s", "samples_per_s": "Throughput/samples_per_s",
             "mem_mb": "Memory/mb"}
+
+def end_torn_line(path: Path):
+    "End the last line of `path` if a crash left it without its newline, so that the next line starts whole."
+    try:
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n": f.write(b"\n")
+    except OSError: pass  # no file yet, or an empty one
 
 class RunWriter:
     "Writes status, metrics and TensorBoard events of a run (rank 0 only)."
@@ -33,6 +41,7 @@ class RunWriter:
         self.tb = None
         if self.active:
             self.paths.root.mkdir(parents=True, exist_ok=True)
+            end_torn_line(self.paths.metrics)  # a crash mid-line must not swallow the next line (a resumed event)
             if tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
                 self.tb = SummaryWriter(str(self.paths.tb))
@@ -86,7 +95,6 @@ class RunWriter:
 
 # %% ../nbs/22_telemetry.ipynb #496f1729
 BLOCK_SUFFIXES = ("Block", "Layer", "DecoderLayer")
-HIST_EDGES = [-4 + 0.5 * i for i in range(17)]
 
 class ActivationStats:
     "Per-block output statistics, recorded on armed steps."
