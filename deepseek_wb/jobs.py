@@ -7,6 +7,7 @@ Docs: https://deepseek-wb.github.io/deepseek_wb/jobs.html.md"""
 # %% ../nbs/30_jobs.ipynb #8b3883f3
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -22,11 +23,12 @@ import psutil
 
 from .checkpoints import complete_checkpoints
 from .config import ConfigError, Problem, RunConfig, check
-from .core import RunPaths, atomic_write_json, failure_hint, new_run_id, read_jsonl
+from .core import RunPaths, atomic_write, atomic_write_json, failure_hint, new_run_id, read_jsonl
 from .env import local_hardware
 
 # %% auto #0
-__all__ = ['free_port', 'job_env', 'launcher_command', 'cause_from_logs', 'Job', 'launch', 'supervise', 'list_runs']
+__all__ = ['SHM_BUFFERS', 'free_port', 'job_env', 'launcher_command', 'cause_from_logs', 'Job', 'launch', 'remove_stale_shm',
+           'supervise', 'list_runs']
 
 # %% ../nbs/30_jobs.ipynb #e132c261
 def free_port() -> int:
@@ -135,16 +137,22 @@ class Job:
         if self._proc is not None: self._proc.wait()
         return self.status()
 
-    def stop(self, grace: float = 30) -> dict:
+    def stop(self, grace: float = 30, wait: bool = True) -> dict:
         "Ask the job to stop (SIGTERM: it saves a checkpoint and exits); SIGKILL whatever is left after `grace` seconds."
         pgid = self._status_file().get("pgid")
         if not pgid or not self.alive(): return self.status()
         os.killpg(pgid, signal.SIGTERM)
+        if not wait: return self.status()  # the caller follows the job (the monitor does) and may call again
         try: return self.wait(timeout=grace)
         except TimeoutError:
             try: os.killpg(pgid, signal.SIGKILL)
             except ProcessLookupError: pass
             return self.wait(timeout=30)
+
+    def checkpoint(self) -> Path:
+        "Ask the running job for a checkpoint at the end of its current step (`checkpoint_saved` follows in the metrics)."
+        self.paths.control.mkdir(parents=True, exist_ok=True)
+        return atomic_write(self.paths.control/"checkpoint", f"{time.time()}\n")
 
     def checkpoints(self) -> list[int]:
         "Steps of the run's whole checkpoints."
@@ -211,12 +219,31 @@ def _hosts(hostfile: str) -> dict[str, int]:
     return hosts
 
 # %% ../nbs/30_jobs.ipynb #cec325e5
+SHM_BUFFERS = "/dev/shm/deepspeed_allreduce_buffer_*"  # DeepSpeed's CPU all-reduce buffers, one per rank and run
+
+def remove_stale_shm(min_age: float = 60) -> list[str]:
+    "Remove DeepSpeed's shared-memory buffers that no live process maps (older than `min_age` seconds)."
+    files = [p for p in glob.glob(SHM_BUFFERS) if time.time() - os.path.getmtime(p) > min_age]
+    if not files: return []
+    mapped = set()
+    for maps in glob.glob("/proc/[0-9]*/maps"):
+        try:
+            with open(maps) as f: mapped.update(line.split(None, 5)[-1].strip() for line in f if "deepspeed_allreduce_buffer" in line)
+        except OSError: continue
+    removed = []
+    for p in files:
+        if p in mapped: continue
+        try: os.unlink(p); removed.append(p)
+        except OSError: pass
+    return removed
+
 def supervise(run_dir: str | Path, cmd: list[str], node_rank: int = 0) -> int:
     "Run the launcher `cmd` for `run_dir`, and record how it ended if the job could not (node 0 only)."
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher and the ranks handle it; we wait for them
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     run = RunPaths(Path(run_dir))
     code = subprocess.call(cmd)
+    remove_stale_shm()
     if node_rank != 0: return code  # node 0 owns the run's status
     try: status = json.loads(run.status.read_text())
     except (OSError, ValueError): status = {}
