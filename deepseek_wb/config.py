@@ -135,6 +135,8 @@ class RunConfig(Section):
     activations_every: int = Field(50, ge=0)      # per-layer activation statistics every N steps (0: off)
     nan_tolerance: int = Field(3, ge=1)           # non-finite losses in a row before the run fails
     merge_lora: bool = False                      # also save the LoRA-merged model at the end
+    prometheus_port: Optional[int] = Field(None, ge=0, le=65_535)  # rank 0 serves deepseek_wb_* metrics here (0: any free port)
+    prometheus_host: str = "127.0.0.1"            # the address it listens on; 0.0.0.0 opens it to the network
     deepspeed: dict = Field(default_factory=dict)  # extra DeepSpeed keys, merged into the generated config
 
     @property

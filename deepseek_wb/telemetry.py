@@ -18,7 +18,7 @@ import torch
 from .core import HIST_EDGES, RunPaths, append_jsonl, atomic_write_json, read_jsonl
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'TB_NAMES', 'BLOCK_SUFFIXES', 'end_torn_line', 'RunWriter', 'ActivationStats']
+__all__ = ['SCHEMA_VERSION', 'TB_NAMES', 'BLOCK_SUFFIXES', 'end_torn_line', 'RunWriter', 'PrometheusExporter', 'ActivationStats']
 
 # %% ../nbs/22_telemetry.ipynb #e8647a11
 SCHEMA_VERSION = 1
@@ -38,7 +38,7 @@ class RunWriter:
     "Writes status, metrics and TensorBoard events of a run (rank 0 only)."
     def __init__(self, run_dir: str | Path, rank: int = 0, tensorboard: bool = True):
         self.paths, self.active = RunPaths(Path(run_dir)), rank == 0
-        self.tb = None
+        self.tb, self.exporter = None, None
         if self.active:
             self.paths.root.mkdir(parents=True, exist_ok=True)
             end_torn_line(self.paths.metrics)  # a crash mid-line must not swallow the next line (a resumed event)
@@ -54,6 +54,7 @@ class RunWriter:
             try: old = json.loads(self.paths.status.read_text())
             except ValueError: old = {}
         atomic_write_json(self.paths.status, {**old, **fields, "state": state, "updated_at": time.time()})
+        if self.exporter: self.exporter.state(state)
 
     def _line(self, kind: str, **fields):
         append_jsonl(self.paths.metrics, {"kind": kind, "time": time.time(), **fields})
@@ -66,6 +67,7 @@ class RunWriter:
         "A train line and its TensorBoard scalars."
         if not self.active: return
         self._line("train", step=step, **metrics)
+        if self.exporter: self.exporter.train(step, metrics)
         if self.tb:
             for k, v in metrics.items():
                 if k in TB_NAMES and v is not None and math.isfinite(v): self.tb.add_scalar(TB_NAMES[k], v, step)
@@ -74,6 +76,7 @@ class RunWriter:
         "An eval line and its TensorBoard scalars (`Loss/eval`, `Accuracy/eval`, ...)."
         if not self.active: return
         self._line("eval", step=step, **metrics)
+        if self.exporter: self.exporter.eval(metrics)
         if self.tb:
             for k, v in metrics.items():
                 name = {"eval_loss": "Loss/eval", "accuracy": "Accuracy/eval", "perplexity": "Perplexity/eval"}.get(k, f"Eval/{k}")
@@ -87,11 +90,62 @@ class RunWriter:
             for name, s in layers.items():
                 self.tb.add_scalar(f"Activations/{name}/std", s["std"], step)
 
+    def serve_prometheus(self, port: int = 0, host: str = "127.0.0.1") -> str | None:
+        "Serve the run's `deepseek_wb_*` metrics for Prometheus (rank 0 only; port 0: any free port); return the URL."
+        if not self.active: return None
+        self.exporter = PrometheusExporter(port, host, run_id=self.paths.root.name)
+        return self.exporter.url
+
     def flush(self):
         if self.tb: self.tb.flush()
 
     def close(self):
         if self.tb: self.tb.close(); self.tb = None
+        if self.exporter: self.exporter.close(); self.exporter = None
+
+# %% ../nbs/22_telemetry.ipynb #937cab34
+class PrometheusExporter:
+    "The `deepseek_wb_*` metrics of one run on an HTTP endpoint of its own (a private registry, one label: run_id)."
+    STATES = ["queued", "running", "finished", "failed", "stopped"]
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", run_id: str = "run"):
+        from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, start_http_server
+        self.registry, labels = CollectorRegistry(), ["run_id"]
+        g = lambda name, doc: Gauge(f"deepseek_wb_{name}", doc, labels, registry=self.registry).labels(run_id)
+        self.gauges = {  # train line field -> (gauge, scale)
+            "loss": (g("loss", "training loss, mean over the last logging window"), 1),
+            "lr": (g("learning_rate", "learning rate"), 1),
+            "grad_norm": (g("grad_norm", "global gradient norm"), 1),
+            "loss_scale": (g("loss_scale", "fp16 dynamic loss scale"), 1),
+            "tokens_per_s": (g("tokens_per_second", "training throughput in tokens per second"), 1),
+            "samples_per_s": (g("samples_per_second", "training throughput in sequences per second"), 1),
+            "step_time_s": (g("step_duration_seconds", "seconds per optimizer step"), 1),
+            "mem_mb": (g("memory_bytes", "peak memory of rank 0"), 2 ** 20),
+            "nan_skipped": (g("nan_skipped_steps", "steps skipped for a non-finite loss"), 1),
+        }
+        self.step = g("step", "last optimizer step")
+        self.eval_loss = g("eval_loss", "evaluation loss")
+        self.tokens = Counter("deepseek_wb_tokens", "tokens trained on", labels, registry=self.registry).labels(run_id)
+        self._state = Enum("deepseek_wb_state", "state of the run", labels, states=self.STATES, registry=self.registry).labels(run_id)
+        self._tokens_seen = 0
+        self.server, self.thread = start_http_server(port, addr=host, registry=self.registry)
+        self.url = f"http://{host}:{self.server.server_port}/metrics"
+
+    def train(self, step: int, metrics: dict):
+        self.step.set(step)
+        for key, (gauge, scale) in self.gauges.items():
+            v = metrics.get(key)
+            if v is not None and math.isfinite(v): gauge.set(v * scale)
+        if metrics.get("tokens") is not None and metrics["tokens"] > self._tokens_seen:
+            self.tokens.inc(metrics["tokens"] - self._tokens_seen); self._tokens_seen = metrics["tokens"]
+
+    def eval(self, metrics: dict):
+        if metrics.get("eval_loss") is not None and math.isfinite(metrics["eval_loss"]): self.eval_loss.set(metrics["eval_loss"])
+
+    def state(self, state: str):
+        if state in self.STATES: self._state.state(state)
+
+    def close(self):
+        self.server.shutdown(); self.server.server_close()
 
 # %% ../nbs/22_telemetry.ipynb #496f1729
 BLOCK_SUFFIXES = ("Block", "Layer", "DecoderLayer")

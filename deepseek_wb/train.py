@@ -226,7 +226,9 @@ def main(argv=None) -> int:
             raise ValueError(f"world_size is {cfg.world_size} in the config but {world} processes were launched: "
                              f"set world_size: {world} or launch {cfg.world_size} processes")
         random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
-        writer.status("running", rank0_pid=os.getpid(), host=socket.gethostname(), world_size=world, max_steps=cfg.max_steps)
+        prometheus = writer.serve_prometheus(cfg.prometheus_port, cfg.prometheus_host) if cfg.prometheus_port is not None else None
+        writer.status("running", rank0_pid=os.getpid(), host=socket.gethostname(), world_size=world, max_steps=cfg.max_steps,
+                      **({"prometheus": prometheus} if prometheus else {}))
 
         # --- data and tokenizer (rank 0 first: it trains the tokenizer and fills the cache) -----
         texts, load_report = load_texts(cfg.data.source, cfg.data.text_column, cfg.data.label_column, limit=cfg.data.limit)
@@ -294,14 +296,17 @@ def main(argv=None) -> int:
                 writer.train(step, epoch=batches.epoch, loss=loss_sum / n, accuracy=correct / max(count, 1),
                              lr=engine.get_lr()[0], grad_norm=_norm(engine.get_global_grad_norm(), own_norm), loss_scale=scale,
                              tokens_per_s=n * tokens_per_micro / elapsed, samples_per_s=n * cfg.micro_batch_size / elapsed,
-                             step_time_s=elapsed / max(steps_in_window, 1), mem_mb=memory_mb(), nan_skipped=nan_total)
+                             step_time_s=elapsed / max(steps_in_window, 1), mem_mb=memory_mb(), nan_skipped=nan_total,
+                             tokens=step * tokens_per_micro * cfg.gradient_accumulation_steps * world)
                 if rank == 0: print(f"step {step}/{cfg.max_steps} loss {loss_sum / n:.4f}", flush=True)
                 window, t_step = [], time.perf_counter()
             if cfg.eval_every and step % cfg.eval_every == 0 and eval_set.num_rows:
                 writer.eval(step, **evaluate(engine, eval_set, collate, cfg, rank, world))
-            stopping = all_reduce([float(stop["requested"])], "max")[0] > 0
-            if step % cfg.checkpoint_every == 0 or stopping or step == cfg.max_steps:
+            asked = rank == 0 and (run.control/"checkpoint").exists()  # "checkpoint now" from the notebook
+            stopping, asked = (v > 0 for v in all_reduce([float(stop["requested"]), float(asked)], "max"))
+            if step % cfg.checkpoint_every == 0 or stopping or asked or step == cfg.max_steps:
                 save(engine, run, step, batches, writer, cfg, nan_total=nan_total)
+                if asked and rank == 0: (run.control/"checkpoint").unlink(missing_ok=True)
             if stopping:
                 writer.event("stopped", step=step); writer.status("stopped", ended_at=time.time(), exit_code=0, step=step)
                 writer.close()
