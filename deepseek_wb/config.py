@@ -11,6 +11,7 @@ import copy
 import difflib
 import functools
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,7 +200,11 @@ def build_scheduler(ds: dict):
     import torch
     from deepspeed.runtime import lr_schedules
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=ds.get("optimizer", {}).get("params", {}).get("lr", 1e-3))
-    return getattr(lr_schedules, ds["scheduler"]["type"])(opt, **ds["scheduler"].get("params", {}))
+    log = logging.getLogger("DeepSpeed")
+    level = log.level
+    log.setLevel(logging.ERROR)  # its constructor reads the LR before the first step and warns about it
+    try: return getattr(lr_schedules, ds["scheduler"]["type"])(opt, **ds["scheduler"].get("params", {}))
+    finally: log.setLevel(level)
 
 # %% ../nbs/02_config.ipynb #4935e615
 @dataclass

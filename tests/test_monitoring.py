@@ -1,0 +1,88 @@
+"""Monitoring a real running job: the live panel follows it and its Stop button stops it, Checkpoint-now
+saves at once, the Prometheus endpoint on loopback serves what the Grafana dashboard asks for, and a
+healthy run raises no finding."""
+import json
+import re
+import time
+from urllib.request import urlopen
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from deepseek_wb.diagnose import diagnose
+from deepseek_wb.jobs import free_port, launch
+from deepseek_wb.metrics import read_metrics
+from deepseek_wb.monitor import Monitor
+
+from jobs_util import ROOT, events, tiny_config, wait_for
+
+
+def scrape(url: str) -> dict:
+    "Sample name (with its labels) -> value, from the real endpoint."
+    text = urlopen(url, timeout=5).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def grafana_metric_names() -> set:
+    dash = json.loads((ROOT / "grafana" / "deepseek_wb.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    exprs.append(dash["templating"]["list"][0]["query"])
+    return {name for e in exprs for name in re.findall(r"deepseek_wb_[a-z_]+", e)}
+
+
+def test_follow_scrape_checkpoint_and_stop(tmp_path):
+    cfg = tiny_config(max_steps=100_000, checkpoint_every=100_000, log_every=2, activations_every=10,
+                      prometheus_port=free_port())
+    job = launch(cfg, run_dir=tmp_path / "run")
+    try:
+        wait_for(lambda: len(read_metrics(job.run_dir).train) >= 3, timeout=300, what="the first train lines")
+
+        # The panel reads the history and follows the file as it grows.
+        mon = Monitor(job, follow=False)
+        first = len(mon.chart.data[0].x)
+        assert first >= 3 and "running" in mon._state.value
+        wait_for(lambda: mon.update() and len(mon.chart.data[0].x) > first, timeout=60, what="new points")
+        assert mon._progress.value == mon.metrics.step and mon._progress.max == 100_000
+
+        # Prometheus: rank 0 serves on loopback; values match the metrics file; the dashboard's series exist.
+        url = json.loads((job.run_dir / "status.json").read_text())["prometheus"]
+        assert url.startswith("http://127.0.0.1:")
+        run_id = job.run_dir.name
+        wait_for(lambda: scrape(url).get(("deepseek_wb_step", (("run_id", run_id),)), 0) >= 4, timeout=60, what="step 4 scraped")
+        samples = scrape(url)
+        labels = (("run_id", run_id),)
+        step = samples[("deepseek_wb_step", labels)]
+        logged = {r.step: r.loss for r in read_metrics(job.run_dir).train.itertuples()}
+        assert samples[("deepseek_wb_loss", labels)] == logged[int(step)]  # the gauge holds the last line's loss, exactly
+        assert samples[("deepseek_wb_state", (("deepseek_wb_state", "running"), ("run_id", run_id)))] == 1
+        assert samples[("deepseek_wb_tokens_total", labels)] > 0
+        missing = grafana_metric_names() - {name for name, _ in samples} - {"deepseek_wb_tokens_total"}
+        assert not missing, f"the Grafana dashboard asks for series the job does not serve: {missing}"
+
+        # Checkpoint now: a checkpoint at a step the schedule would not save at, and the request consumed.
+        mon.checkpoint()
+        wait_for(lambda: events(job.run_dir, "checkpoint_saved"), timeout=60, what="the requested checkpoint")
+        assert not (job.run_dir / "control" / "checkpoint").exists()
+        wait_for(lambda: mon.update() is not None and "checkpoint saved" in mon._note.value, timeout=10, what="the note")
+
+        # Stop: the button's click stops the job; it saves and the panel says so.
+        mon._stop.click()
+        t0 = time.monotonic()
+        wait_for(lambda: mon.ended(), timeout=60, what="the job to stop")
+        mon.update()
+        assert "stopped" in mon._state.value and mon._stop.disabled
+        assert time.monotonic() - t0 < 30
+        stopped_at = events(job.run_dir, "stopped")[0]["step"]
+        assert stopped_at in job.checkpoints()
+        assert "deepseek_wb_step" not in str(_try_scrape(url)), "the endpoint outlived the job"
+
+        # A healthy run: nothing to report.
+        assert diagnose(job.run_dir) == []
+    finally:
+        job.stop(grace=10)
+
+
+def _try_scrape(url):
+    try:
+        return urlopen(url, timeout=2).read()
+    except OSError as e:
+        return e
