@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .config import ConfigError, check_file, parse_value
 from .env import env_report, local_hardware
@@ -149,6 +150,15 @@ def _stop(args) -> int:
     print(f"{args.run_dir}: {s.get('state')}")
     return 0
 
+def _diagnose(args) -> int:
+    from deepseek_wb.diagnose import diagnose
+    if not (Path(args.run_dir)/"metrics.jsonl").is_file():
+        print(f"error: {args.run_dir} has no metrics.jsonl: is it a run directory?", file=sys.stderr); return 1
+    findings = diagnose(args.run_dir)
+    if args.json: print(json.dumps([dict(f.__dict__, resume=f.resume) for f in findings], indent=2, default=str))
+    else: print("\n".join(str(f) for f in findings) or "no problems found")
+    return 1 if any(f.severity == "error" for f in findings) else 0
+
 def parser() -> argparse.ArgumentParser:
     "The `deepseek-wb` argument parser."
     p = argparse.ArgumentParser(prog="deepseek-wb", description="A workbench for training and fine-tuning transformers.")
@@ -209,6 +219,10 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("run_dir")
     sp.add_argument("--grace", type=float, default=30, help="seconds before SIGKILL (default 30)")
     sp.set_defaults(run=_stop)
+    dg = sub.add_parser("diagnose", help="what is going wrong in a run: findings with evidence and config changes to try")
+    dg.add_argument("run_dir")
+    dg.add_argument("--json", action="store_true", help="print the findings as JSON")
+    dg.set_defaults(run=_diagnose)
     return p
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,6 +73,9 @@ def cause_from_logs(run_dir: str | Path) -> str:
 def _group_alive(pgid: int | None) -> bool:
     "Whether any live (non-zombie) process is in process group `pgid`."
     if not pgid: return False
+    try:  # the group's leader (the supervisor) alive answers at once; the monitor asks twice a second
+        if os.getpgid(pgid) == pgid and psutil.Process(pgid).status() != psutil.STATUS_ZOMBIE: return True
+    except (ProcessLookupError, PermissionError, psutil.Error): pass
     for p in psutil.process_iter(["status"]):
         try:
             if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE: return True
