@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 PAPERMILL_TIMEOUT ?= 600
 
-.PHONY: setup wordnet quickstart test test-sync test-docs test-notebooks test-pytest test-quickstart clean
+.PHONY: setup wordnet quickstart test test-sync test-docs test-notebooks test-pytest test-browser test-quickstart clean
 
 setup: $(VENV)/.ready wordnet
 
@@ -31,7 +31,7 @@ quickstart: setup
 	    --cwd nbs/tutorials --execution-timeout $(PAPERMILL_TIMEOUT)
 	@echo "executed notebook: runs/quickstart.ipynb"
 
-test: setup test-sync test-docs test-notebooks test-pytest test-quickstart
+test: setup test-sync test-docs test-notebooks test-pytest test-browser test-quickstart
 
 # The notebooks are the source: exporting and cleaning them must change nothing that is committed.
 test-sync: setup
@@ -53,7 +53,12 @@ test-notebooks: setup
 	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 nbdev-test --n-workers 2
 
 test-pytest: setup
-	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not browser"
+
+# The quickstart in JupyterLab, driven by headless Chromium; screenshots land in runs/browser-artifacts/.
+test-browser: setup
+	PYTHON=$(BIN)/python tools/browser_deps.sh
+	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/test_browser.py -m browser
 
 test-quickstart: setup
 	mkdir -p runs

@@ -110,11 +110,13 @@ def _launch(args, foreground: bool = False) -> int:
 def _follow(job) -> int:
     "Print the job's log as it grows until it ends; Ctrl-C stops it (with a checkpoint)."
     import time
-    seen = 0
+    from deepseek_wb.jobs import rank0_log
+    seen, log = 0, None
     try:
         while True:
             alive = job.alive()
-            lines = job.tail(10_000).splitlines()
+            if rank0_log(job.paths) != log: seen, log = 0, rank0_log(job.paths)  # the launcher's log, then rank 0's
+            lines = log.read_text(errors="replace").splitlines() if log else []
             for line in lines[seen:]: print(line, flush=True)
             seen = len(lines)
             if not alive: break

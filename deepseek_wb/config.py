@@ -304,7 +304,7 @@ def _precision_problems(c: RunConfig, hw: Hardware | None) -> list[Problem]:
     if c.precision == "fp16" and c.gradient_clipping == 0:
         out.append(Problem("gradient_clipping", "fp16 without gradient clipping: one overflowing step can wreck the weights",
                            "set gradient_clipping: 1.0", "warning"))
-    if c.precision != "fp16" and "fp16" in c.model_fields_set:
+    if c.precision != "fp16" and c.fp16 != FP16Config():  # changed settings that will not be used (a full dump repeats the defaults)
         out.append(Problem("fp16", f"fp16 loss-scaling settings are ignored with precision {c.precision}",
                            "remove the fp16: section or set precision: fp16", "warning"))
     return out

@@ -27,8 +27,8 @@ from .core import RunPaths, atomic_write, atomic_write_json, failure_hint, new_r
 from .env import local_hardware
 
 # %% auto #0
-__all__ = ['SHM_BUFFERS', 'free_port', 'job_env', 'launcher_command', 'cause_from_logs', 'Job', 'launch', 'remove_stale_shm',
-           'supervise', 'list_runs']
+__all__ = ['SHM_BUFFERS', 'free_port', 'job_env', 'launcher_command', 'rank0_log', 'cause_from_logs', 'Job', 'launch',
+           'remove_stale_shm', 'supervise', 'list_runs']
 
 # %% ../nbs/30_jobs.ipynb #e132c261
 def free_port() -> int:
@@ -60,6 +60,12 @@ def launcher_command(run: RunPaths, procs: int, master_port: int, hostfile: str 
 # %% ../nbs/30_jobs.ipynb #5526f781
 def _log_files(run: RunPaths) -> list[Path]:
     return sorted(run.logs.glob("*.log"), key=lambda p: p.stat().st_mtime) if run.logs.is_dir() else []
+
+def rank0_log(run: RunPaths) -> Path | None:
+    "Rank 0's log of the latest attempt (DeepSpeed names it TIMESTAMP_rank0.log), else the launcher's."
+    logs = _log_files(run)
+    rank0 = [p for p in logs if p.name.endswith("rank0.log")] or [p for p in logs if p.name == "launcher.log"]
+    return rank0[-1] if rank0 else None
 
 def cause_from_logs(run_dir: str | Path) -> str:
     "One line saying why the job in `run_dir` failed, from its logs ('' when nothing is found)."
@@ -125,10 +131,8 @@ class Job:
 
     def tail(self, n: int = 20) -> str:
         "The last `n` lines of the job's logs (rank 0's when there is one, else the launcher's)."
-        logs = _log_files(self.paths)
-        rank0 = [p for p in logs if p.name.startswith("rank_0")] or [p for p in logs if p.name == "launcher.log"]
-        if not rank0: return ""
-        return "\n".join(rank0[-1].read_text(errors="replace").splitlines()[-n:])
+        log = rank0_log(self.paths)
+        return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log else ""
 
     def wait(self, timeout: float | None = None, poll: float = 0.5) -> dict:
         "Wait for the job to end (or `timeout` seconds); return its status."
