@@ -67,6 +67,7 @@ def test_follow_scrape_checkpoint_and_stop(tmp_path):
         # Stop: the button's click stops the job; it saves and the panel says so.
         mon._stop.click()
         t0 = time.monotonic()
+        assert mon._stop.description == "Kill"  # a second click would SIGKILL
         wait_for(lambda: mon.ended(), timeout=60, what="the job to stop")
         mon.update()
         assert "stopped" in mon._state.value and mon._stop.disabled
