@@ -32,8 +32,8 @@ from .tokens import load_tokenizer, tokenize
 
 # %% auto #0
 __all__ = ['Batches', 'split', 'make_collate', 'default_dist_env', 'all_reduce', 'rank_zero_first', 'rng_state', 'set_rng_state',
-           'grad_norm', 'memory_mb', 'save', 'resume', 'evaluate', 'accuracy', 'NonFiniteLoss', 'parse_args', 'main',
-           'save_final']
+           'grad_norm', 'loss_scale', 'memory_mb', 'save', 'resume', 'evaluate', 'accuracy', 'NonFiniteLoss',
+           'parse_args', 'main', 'save_final']
 
 # %% ../nbs/23_train.ipynb #be49d923
 class Batches:
@@ -122,6 +122,13 @@ def _norm(deepspeed_norm, own):
     "DeepSpeed's gradient norm when it computed one (ZeRO 1-3), else ours (ZeRO-0 does not keep it)."
     v = deepspeed_norm if deepspeed_norm is not None else own
     return float(v) if v is not None else None
+
+def loss_scale(engine) -> float | None:
+    "The current fp16 loss scale: in `loss_scale_config` (DeepSpeed's fp16 optimizers, ZeRO 0), else `cur_scale` (ZeRO 1-3)."
+    opt = engine.optimizer
+    holder = getattr(opt, "loss_scale_config", None) or opt
+    scale = getattr(holder, "cur_scale", None)
+    return float(scale) if scale is not None else None
 
 def memory_mb() -> float:
     "Peak GPU memory of this process, or its resident CPU memory, in MB."
@@ -292,7 +299,7 @@ def main(argv=None) -> int:
                 loss_sum, correct, count, n = all_reduce([sum(w[0] for w in window), sum(w[1] for w in window),
                                                           sum(w[2] for w in window), len(window)])
                 steps_in_window = n / (world * cfg.gradient_accumulation_steps)
-                scale = getattr(engine.optimizer, "cur_scale", None) if cfg.precision == "fp16" else None
+                scale = loss_scale(engine) if cfg.precision == "fp16" else None
                 writer.train(step, epoch=batches.epoch, loss=loss_sum / n, accuracy=correct / max(count, 1),
                              lr=engine.get_lr()[0], grad_norm=_norm(engine.get_global_grad_norm(), own_norm), loss_scale=scale,
                              tokens_per_s=n * tokens_per_micro / elapsed, samples_per_s=n * cfg.micro_batch_size / elapsed,
