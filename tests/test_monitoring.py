@@ -71,6 +71,7 @@ def test_follow_scrape_checkpoint_and_stop(tmp_path):
         wait_for(lambda: mon.ended(), timeout=60, what="the job to stop")
         mon.update()
         assert "stopped" in mon._state.value and mon._stop.disabled
+        assert mon._note.value.startswith("stopped at step") and "resumes" in mon._note.value, mon._note.value
         assert time.monotonic() - t0 < 30
         stopped_at = events(job.run_dir, "stopped")[0]["step"]
         assert stopped_at in job.checkpoints()
