@@ -36,8 +36,8 @@ def test_follow_scrape_checkpoint_and_stop(tmp_path):
     try:
         wait_for(lambda: len(read_metrics(job.run_dir).train) >= 3, timeout=300, what="the first train lines")
 
-        # The panel reads the history and follows the file as it grows.
-        mon = Monitor(job, follow=False)
+        # The panel, made from the path alone (as after a kernel restart), reads the history and follows the file.
+        mon = Monitor(str(job.run_dir), follow=False)
         first = len(mon.chart.data[0].x)
         assert first >= 3 and "running" in mon._state.value
         wait_for(lambda: mon.update() and len(mon.chart.data[0].x) > first, timeout=60, what="new points")
