@@ -152,6 +152,14 @@ def _stop(args) -> int:
     print(f"{args.run_dir}: {s.get('state')}")
     return 0
 
+def _checkpoint(args) -> int:
+    from deepseek_wb.jobs import Job
+    try: Job.attach(args.run_dir).checkpoint()
+    except (FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr); return 1
+    print(f"{args.run_dir}: a checkpoint is saved at the end of the current step")
+    return 0
+
 def _diagnose(args) -> int:
     from deepseek_wb.diagnose import diagnose
     if not (Path(args.run_dir)/"metrics.jsonl").is_file():
@@ -221,6 +229,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("run_dir")
     sp.add_argument("--grace", type=float, default=30, help="seconds before SIGKILL (default 30)")
     sp.set_defaults(run=_stop)
+    ck = sub.add_parser("checkpoint", help="ask a running job for a checkpoint at the end of its current step")
+    ck.add_argument("run_dir")
+    ck.set_defaults(run=_checkpoint)
     dg = sub.add_parser("diagnose", help="what is going wrong in a run: findings with evidence and config changes to try")
     dg.add_argument("run_dir")
     dg.add_argument("--json", action="store_true", help="print the findings as JSON")

@@ -158,6 +158,7 @@ class Job:
 
     def checkpoint(self) -> Path:
         "Ask the running job for a checkpoint at the end of its current step (`checkpoint_saved` follows in the metrics)."
+        if not self.alive(): raise RuntimeError(f"{self.run_dir} is not running ({self.state}): there is no job to save")
         self.paths.control.mkdir(parents=True, exist_ok=True)
         return atomic_write(self.paths.control/"checkpoint", f"{time.time()}\n")
 

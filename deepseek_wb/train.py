@@ -233,6 +233,7 @@ def main(argv=None) -> int:
             raise ValueError(f"world_size is {cfg.world_size} in the config but {world} processes were launched: "
                              f"set world_size: {world} or launch {cfg.world_size} processes")
         random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
+        if rank == 0: (run.control/"checkpoint").unlink(missing_ok=True)  # a request left by an earlier attempt is stale
         prometheus = writer.serve_prometheus(cfg.prometheus_port, cfg.prometheus_host) if cfg.prometheus_port is not None else None
         writer.status("running", rank0_pid=os.getpid(), host=socket.gethostname(), world_size=world, max_steps=cfg.max_steps,
                       **({"prometheus": prometheus} if prometheus else {}))
