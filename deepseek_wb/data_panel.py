@@ -14,6 +14,7 @@ import html
 import datasets
 import ipywidgets as W
 import plotly.graph_objects as go
+from IPython.display import display
 
 from .clean import DEFAULT_RULES, Length, Pipeline, Rule, rule_from_dict
 from .data import column, text_stats
@@ -62,6 +63,11 @@ def labels_figure(counts: dict) -> go.Figure:
     return fig
 
 # %% ../nbs/41_data_panel.ipynb #9a8a3ac7
+def _in_kernel() -> bool:
+    "Whether this runs in a Jupyter kernel (where an Output widget captures what is displayed into it)."
+    from IPython import get_ipython
+    return getattr(get_ipython(), "kernel", None) is not None
+
 class DataPanel:
     "An inspection panel for a dataset with a `text` column and its cleaning rules."
     def __init__(self, dataset: datasets.Dataset, rules: list | None = None, num_proc: int | None = None):
@@ -88,7 +94,10 @@ class DataPanel:
         self.record, self.report_html, self.share, self.clusters_html, self.where = W.HTML(), W.HTML(), W.HTML(), W.HTML(), W.HTML()
         self.hist = go.FigureWidget(length_figure(self.lengths, *self.cutoffs.value, unit=self._unit))
         stats = text_stats(dataset)
-        self.label_fig = go.FigureWidget(labels_figure(stats["labels"])) if "labels" in stats else None
+        self.label_fig = labels_figure(stats["labels"]) if "labels" in stats else None
+        self.label_out = W.Output()  # a static chart: a plain figure, not a FigureWidget carrying its own plotly.js (~5 MB)
+        if self.label_fig is not None and _in_kernel():
+            with self.label_out: display(self.label_fig)
         self.rows, self.position, self._query, self._view = [], 0, "", "all rows"
         self._set_length_from_slider(*self.cutoffs.value)
         self.refresh()
@@ -200,7 +209,7 @@ class DataPanel:
     def _layout(self) -> W.Widget:
         nav = W.HBox([self.view, self.query, self.prev_button, self.where, self.next_button])
         rules = W.VBox([W.HTML("<b>rules</b>"), W.HBox(list(self.toggles.values()), layout=W.Layout(flex_flow="row wrap"))])
-        charts = W.HBox([self.hist] + ([self.label_fig] if self.label_fig is not None else []))
+        charts = W.HBox([self.hist] + ([self.label_out] if self.label_fig is not None else []))
         tabs = W.Tab(children=[W.VBox([nav, self.record]), self.report_html, self.clusters_html])
         for i, t in enumerate(("records", "report", "duplicates")): tabs.set_title(i, t)
         return W.VBox([rules, W.VBox([self.cutoffs, self.share]), charts, tabs])

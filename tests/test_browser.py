@@ -30,6 +30,7 @@ QUICKSTART = ROOT / "nbs" / "tutorials" / "quickstart.ipynb"
 # Small data, but enough steps that the main job is still running while the monitor is checked.
 PARAMS = dict(data_limit=600, gpu_memory_gb=24, warmup_steps=2, max_steps=3000)
 BUILDER_MARKER = "ConfigBuilder(config"  # the cell that shows the builder
+DATA_PANEL_MARKER = "panel = DataPanel("  # the cell that shows the data inspection panel
 MONITOR_MARKER = "Monitor(job"  # the live monitor; the cell before it launches the job; nothing after it runs
 ARTIFACTS = Path(os.environ.get("DEEPSEEK_WB_ARTIFACTS") or ROOT / "runs" / "browser-artifacts")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--disable-breakpad",
@@ -372,6 +373,9 @@ def test_builder_follows_the_page(quickstart):
     nb = opened(quickstart)
     with nb.evidence("builder"):
         i = run_through(nb, BUILDER_MARKER, timeout=300)
+        # On the way, the data panel drew both its charts: the live length histogram and the static labels chart.
+        data_panel = nb.cell(nb.index(DATA_PANEL_MARKER)).locator(".jp-OutputArea")
+        poll(lambda: data_panel.locator(".js-plotly-plot").count(), lambda n: n == 2, 30, "the data panel's two charts")
         out = nb.cell(i).locator(".jp-OutputArea")
         page = nb.page
         micro = out.locator(".widget-text", has=page.locator(".widget-label", has_text=re.compile(r"^\s*micro batch\s*$")))
