@@ -478,4 +478,5 @@ d = { 'settings': { 'branch': 'main',
                                    'deepseek_wb.train.save': ('train.html#save', 'deepseek_wb/train.py'),
                                    'deepseek_wb.train.save_final': ('train.html#save_final', 'deepseek_wb/train.py'),
                                    'deepseek_wb.train.set_rng_state': ('train.html#set_rng_state', 'deepseek_wb/train.py'),
-                                   'deepseek_wb.train.split': ('train.html#split', 'deepseek_wb/train.py')}}}
+                                   'deepseek_wb.train.split': ('train.html#split', 'deepseek_wb/train.py'),
+                                   'deepseek_wb.train.take_request': ('train.html#take_request', 'deepseek_wb/train.py')}}}

@@ -27,8 +27,8 @@ from .core import RunPaths, atomic_write, atomic_write_json, failure_hint, new_r
 from .env import local_hardware
 
 # %% auto #0
-__all__ = ['SHM_BUFFERS', 'free_port', 'job_env', 'launcher_command', 'rank0_log', 'cause_from_logs', 'Job', 'launch',
-           'remove_stale_shm', 'supervise', 'list_runs']
+__all__ = ['STALE_AFTER', 'SHM_BUFFERS', 'free_port', 'job_env', 'launcher_command', 'rank0_log', 'cause_from_logs', 'Job',
+           'launch', 'remove_stale_shm', 'supervise', 'list_runs']
 
 # %% ../nbs/30_jobs.ipynb #e132c261
 def free_port() -> int:
@@ -64,7 +64,7 @@ def _log_files(run: RunPaths) -> list[Path]:
 def rank0_log(run: RunPaths) -> Path | None:
     "Rank 0's log of the latest attempt (DeepSpeed names it TIMESTAMP_rank0.log), else the launcher's."
     logs = _log_files(run)
-    rank0 = [p for p in logs if p.name.endswith("rank0.log")] or [p for p in logs if p.name == "launcher.log"]
+    rank0 = [p for p in logs if p.name.endswith("_rank0.log")] or [p for p in logs if p.name == "launcher.log"]
     return rank0[-1] if rank0 else None
 
 def cause_from_logs(run_dir: str | Path) -> str:
@@ -76,15 +76,19 @@ def cause_from_logs(run_dir: str | Path) -> str:
     return f"{last} ({hint})" if last and hint and hint not in last else (last or hint)
 
 # %% ../nbs/30_jobs.ipynb #9e686fd6
-def _group_alive(pgid: int | None) -> bool:
-    "Whether any live (non-zombie) process is in process group `pgid`."
+STALE_AFTER = 3600  # seconds without a status or metrics write after which another host's run is taken for dead
+
+def _group_alive(pgid: int | None, since: float | None = None) -> bool:
+    "Whether any live (non-zombie) process is in process group `pgid` (and, given `since`, started no earlier)."
     if not pgid: return False
-    try:  # the group's leader (the supervisor) alive answers at once; the monitor asks twice a second
-        if os.getpgid(pgid) == pgid and psutil.Process(pgid).status() != psutil.STATUS_ZOMBIE: return True
+    young = lambda created: since is None or created >= since - 1  # an older process merely reuses the number
+    try:  # the group's leader (the supervisor) alive answers at once; the monitor asks every poll
+        leader = psutil.Process(pgid)
+        if os.getpgid(pgid) == pgid and leader.status() != psutil.STATUS_ZOMBIE and young(leader.create_time()): return True
     except (ProcessLookupError, PermissionError, psutil.Error): pass
-    for p in psutil.process_iter(["status"]):
+    for p in psutil.process_iter(["status", "create_time"]):
         try:
-            if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE: return True
+            if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE and young(p.info["create_time"]): return True
         except (ProcessLookupError, PermissionError, psutil.Error): continue
     return False
 
@@ -112,7 +116,13 @@ class Job:
     def alive(self) -> bool:
         "Whether the job's processes are running."
         if self._proc is not None: self._proc.poll()  # reap our own child, so that a finished supervisor is no zombie
-        return _group_alive(self.node_pgid or self._status_file().get("pgid"))
+        if self.node_pgid: return _group_alive(self.node_pgid)
+        s = self._status_file()
+        if s.get("launch_host", socket.gethostname()) != socket.gethostname():  # followed over a shared file system
+            try: heartbeat = max(s.get("updated_at", 0), self.paths.metrics.stat().st_mtime)
+            except OSError: heartbeat = s.get("updated_at", 0)
+            return s.get("state") in ("queued", "running") and time.time() - heartbeat < STALE_AFTER
+        return _group_alive(s.get("pgid"), s.get("leader_started"))  # a stale status after a reboot names someone else's group
 
     def status(self) -> dict:
         "The run's status; a job whose processes vanished without a word is reported failed, with the cause from its logs."
@@ -146,8 +156,11 @@ class Job:
 
     def stop(self, grace: float = 30, wait: bool = True) -> dict:
         "Ask the job to stop (SIGTERM: it saves a checkpoint and exits); SIGKILL whatever is left after `grace` seconds."
-        pgid = self._status_file().get("pgid")
+        s = self._status_file()
+        pgid = s.get("pgid")
         if not pgid or not self.alive(): return self.status()
+        if s.get("launch_host", socket.gethostname()) != socket.gethostname():
+            raise RuntimeError(f"{self.run_dir} was launched on {s['launch_host']}: stop it there (deepseek-wb stop {self.run_dir})")
         os.killpg(pgid, signal.SIGTERM)
         if not wait: return self.status()  # the caller follows the job (the monitor does) and may call again
         try: return self.wait(timeout=grace)
@@ -211,7 +224,10 @@ def launch(config: RunConfig | str | Path, *overrides, run_dir: str | Path | Non
                             start_new_session=True, env=job_env(procs, env), cwd=os.getcwd())
     log.close()
     if joining: return Job(run.root, proc, node_pgid=proc.pid)
+    try: leader_started = psutil.Process(proc.pid).create_time()
+    except psutil.Error: leader_started = None
     atomic_write_json(run.status, dict(state="queued", pid=proc.pid, pgid=proc.pid, started_at=time.time(),
+                                       launch_host=socket.gethostname(), leader_started=leader_started,
                                        command=cmd, nodes=nodes, procs=procs))
     return Job(run.root, proc)
 

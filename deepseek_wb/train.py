@@ -32,8 +32,8 @@ from .tokens import load_tokenizer, tokenize
 
 # %% auto #0
 __all__ = ['Batches', 'split', 'make_collate', 'default_dist_env', 'all_reduce', 'rank_zero_first', 'rng_state', 'set_rng_state',
-           'grad_norm', 'loss_scale', 'memory_mb', 'save', 'resume', 'evaluate', 'accuracy', 'NonFiniteLoss',
-           'parse_args', 'main', 'save_final']
+           'grad_norm', 'take_request', 'loss_scale', 'memory_mb', 'save', 'resume', 'evaluate', 'accuracy',
+           'NonFiniteLoss', 'parse_args', 'main', 'save_final']
 
 # %% ../nbs/23_train.ipynb #be49d923
 class Batches:
@@ -122,6 +122,12 @@ def _norm(deepspeed_norm, own):
     "DeepSpeed's gradient norm when it computed one (ZeRO 1-3), else ours (ZeRO-0 does not keep it)."
     v = deepspeed_norm if deepspeed_norm is not None else own
     return float(v) if v is not None else None
+
+def take_request(path: Path) -> bool:
+    "Take the request file `path` if it is there (a rename: a request made meanwhile is a new one, kept for later)."
+    try: os.replace(path, path.with_suffix(".taken"))
+    except FileNotFoundError: return False
+    return True
 
 def loss_scale(engine) -> float | None:
     "The current fp16 loss scale: in `loss_scale_config` (DeepSpeed's fp16 optimizers, ZeRO 0), else `cur_scale` (ZeRO 1-3)."
@@ -233,8 +239,12 @@ def main(argv=None) -> int:
             raise ValueError(f"world_size is {cfg.world_size} in the config but {world} processes were launched: "
                              f"set world_size: {world} or launch {cfg.world_size} processes")
         random.seed(cfg.seed); np.random.seed(cfg.seed); torch.manual_seed(cfg.seed)
-        if rank == 0: (run.control/"checkpoint").unlink(missing_ok=True)  # a request left by an earlier attempt is stale
-        prometheus = writer.serve_prometheus(cfg.prometheus_port, cfg.prometheus_host) if cfg.prometheus_port is not None else None
+        prometheus = None
+        if cfg.prometheus_port is not None:
+            try: prometheus = writer.serve_prometheus(cfg.prometheus_port, cfg.prometheus_host)
+            except OSError as e:  # taken (two trials of a sweep with one port): serve on a free one, say where
+                prometheus = writer.serve_prometheus(0, cfg.prometheus_host)
+                print(f"warning: prometheus_port {cfg.prometheus_port}: {e}; serving on {prometheus} instead", flush=True)
         writer.status("running", rank0_pid=os.getpid(), host=socket.gethostname(), world_size=world, max_steps=cfg.max_steps,
                       **({"prometheus": prometheus} if prometheus else {}))
 
@@ -310,11 +320,10 @@ def main(argv=None) -> int:
                 window, t_step = [], time.perf_counter()
             if cfg.eval_every and step % cfg.eval_every == 0 and eval_set.num_rows:
                 writer.eval(step, **evaluate(engine, eval_set, collate, cfg, rank, world))
-            asked = rank == 0 and (run.control/"checkpoint").exists()  # "checkpoint now" from the notebook
+            asked = rank == 0 and take_request(run.control/"checkpoint")  # "checkpoint now" from the notebook
             stopping, asked = (v > 0 for v in all_reduce([float(stop["requested"]), float(asked)], "max"))
             if step % cfg.checkpoint_every == 0 or stopping or asked or step == cfg.max_steps:
                 save(engine, run, step, batches, writer, cfg, nan_total=nan_total)
-                if asked and rank == 0: (run.control/"checkpoint").unlink(missing_ok=True)
             if stopping:
                 writer.event("stopped", step=step); writer.status("stopped", ended_at=time.time(), exit_code=0, step=step)
                 writer.close()

@@ -3,13 +3,14 @@ saves at once, the Prometheus endpoint on loopback serves what the Grafana dashb
 healthy run raises no finding."""
 import json
 import re
+import socket
 import time
 from urllib.request import urlopen
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from deepseek_wb.diagnose import diagnose
-from deepseek_wb.jobs import free_port, launch
+from deepseek_wb.jobs import launch
 from deepseek_wb.metrics import read_metrics
 from deepseek_wb.monitor import Monitor
 
@@ -30,8 +31,10 @@ def grafana_metric_names() -> set:
 
 
 def test_follow_scrape_checkpoint_and_stop(tmp_path):
+    busy = socket.socket()  # the configured port is taken (another trial has it): the job serves on a free one
+    busy.bind(("127.0.0.1", 0)); busy.listen()
     cfg = tiny_config(max_steps=100_000, checkpoint_every=100_000, log_every=2, activations_every=10,
-                      prometheus_port=free_port())
+                      prometheus_port=busy.getsockname()[1])
     job = launch(cfg, run_dir=tmp_path / "run")
     try:
         wait_for(lambda: len(read_metrics(job.run_dir).train) >= 3, timeout=300, what="the first train lines")
@@ -45,14 +48,18 @@ def test_follow_scrape_checkpoint_and_stop(tmp_path):
 
         # Prometheus: rank 0 serves on loopback; values match the metrics file; the dashboard's series exist.
         url = json.loads((job.run_dir / "status.json").read_text())["prometheus"]
-        assert url.startswith("http://127.0.0.1:")
+        assert url.startswith("http://127.0.0.1:") and f":{busy.getsockname()[1]}/" not in url
+        assert "serving on" in job.tail(200)  # the fallback is said in the log
         run_id = job.run_dir.name
         wait_for(lambda: scrape(url).get(("deepseek_wb_step", (("run_id", run_id),)), 0) >= 4, timeout=60, what="step 4 scraped")
-        samples = scrape(url)
         labels = (("run_id", run_id),)
-        step = samples[("deepseek_wb_step", labels)]
-        logged = {r.step: r.loss for r in read_metrics(job.run_dir).train.itertuples()}
-        assert samples[("deepseek_wb_loss", labels)] == logged[int(step)]  # the gauge holds the last line's loss, exactly
+
+        def consistent():  # the gauges are set one by one: a scrape may fall between two of them, so look again
+            samples = scrape(url)
+            logged = {r.step: r.loss for r in read_metrics(job.run_dir).train.itertuples()}
+            return samples if samples[("deepseek_wb_loss", labels)] == logged.get(int(samples[("deepseek_wb_step", labels)])) else None
+        wait_for(consistent, timeout=10, what="the loss gauge equal to the loss logged at the scraped step")
+        samples = consistent() or scrape(url)
         assert samples[("deepseek_wb_state", (("deepseek_wb_state", "running"), ("run_id", run_id)))] == 1
         assert samples[("deepseek_wb_tokens_total", labels)] > 0
         missing = grafana_metric_names() - {name for name, _ in samples} - {"deepseek_wb_tokens_total"}
@@ -81,6 +88,7 @@ def test_follow_scrape_checkpoint_and_stop(tmp_path):
         assert diagnose(job.run_dir) == []
     finally:
         job.stop(grace=10)
+        busy.close()
 
 
 def _try_scrape(url):
