@@ -315,7 +315,8 @@ def main(argv=None) -> int:
                              lr=engine.get_lr()[0], grad_norm=_norm(engine.get_global_grad_norm(), own_norm), loss_scale=scale,
                              tokens_per_s=n * tokens_per_micro / elapsed, samples_per_s=n * cfg.micro_batch_size / elapsed,
                              step_time_s=elapsed / max(steps_in_window, 1), mem_mb=memory_mb(), nan_skipped=nan_total,
-                             tokens=step * tokens_per_micro * cfg.gradient_accumulation_steps * world)
+                             tokens=step * tokens_per_micro * cfg.gradient_accumulation_steps * world,
+                             skipped_steps=getattr(engine, "skipped_steps", 0))  # fp16 overflows: no LR step taken
                 if rank == 0: print(f"step {step}/{cfg.max_steps} loss {loss_sum / n:.4f}", flush=True)
                 window, t_step = [], time.perf_counter()
             if cfg.eval_every and step % cfg.eval_every == 0 and eval_set.num_rows:
