@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -51,6 +52,11 @@ def mark_complete(path: str | Path, **info):
 
 def prune(root: str | Path, keep_last: int) -> list[Path]:
     "Remove all but the newest `keep_last` whole checkpoints; return what was removed."
+    root = Path(root)
+    for left in root.glob(".pruned-*"): shutil.rmtree(left, ignore_errors=True)  # a removal a kill cut short
     gone = [p for _, p in complete_checkpoints(root)[:-keep_last]] if keep_last > 0 else []
-    for p in gone: shutil.rmtree(p, ignore_errors=True)
+    for p in gone:  # renamed first: a kill during the removal never leaves a marked checkpoint missing files
+        trash = p.with_name(f".pruned-{p.name}")
+        os.replace(p, trash)
+        shutil.rmtree(trash, ignore_errors=True)
     return gone
