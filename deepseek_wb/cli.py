@@ -97,8 +97,9 @@ def _data_clean(args) -> int:
 def _launch(args, foreground: bool = False) -> int:
     from deepseek_wb.jobs import launch
     try: job = launch(args.config, *args.overrides, run_dir=args.run_dir, procs=args.procs, hostfile=args.hostfile,
-                      no_ssh=args.no_ssh, node_rank=args.node_rank, master_addr=args.master_addr, master_port=args.master_port)
-    except (ConfigError, RuntimeError, FileNotFoundError) as e:
+                      no_ssh=args.no_ssh, node_rank=args.node_rank, master_addr=args.master_addr, master_port=args.master_port,
+                      launcher=args.launcher, ssh_port=args.ssh_port)
+    except (ConfigError, RuntimeError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"run directory: {job.run_dir}")
@@ -148,7 +149,9 @@ def _stop(args) -> int:
     try: job = Job.attach(args.run_dir)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr); return 1
-    s = job.stop(grace=args.grace)
+    try: s = job.stop(grace=args.grace)
+    except TimeoutError as e:
+        print(f"error: {e}", file=sys.stderr); return 1
     print(f"{args.run_dir}: {s.get('state')}")
     return 0
 
@@ -216,6 +219,8 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--node-rank", type=int, default=None, help="with --no-ssh: this node's rank")
         s.add_argument("--master-addr", default=None, help="with --hostfile: the address of node 0")
         s.add_argument("--master-port", type=int, default=None, help="the rendezvous port (default: a free one)")
+        s.add_argument("--launcher", default="pdsh", help="with --hostfile, over ssh: DeepSpeed's launcher (pdsh, openmpi, slurm, ...)")
+        s.add_argument("--ssh-port", type=int, default=None, help="with --hostfile, over ssh: the nodes' ssh port")
         s.set_defaults(run=lambda a, fg=fg: _launch(a, foreground=fg))
     ru = sub.add_parser("runs", help="list the runs under a folder")
     ru.add_argument("root", nargs="?", default="runs")
@@ -227,7 +232,7 @@ def parser() -> argparse.ArgumentParser:
     st.set_defaults(run=_status)
     sp = sub.add_parser("stop", help="stop a run (it saves a checkpoint first)")
     sp.add_argument("run_dir")
-    sp.add_argument("--grace", type=float, default=30, help="seconds before SIGKILL (default 30)")
+    sp.add_argument("--grace", type=float, default=30, help="seconds to wait for the checkpoint before killing (default 30)")
     sp.set_defaults(run=_stop)
     ck = sub.add_parser("checkpoint", help="ask a running job for a checkpoint at the end of its current step")
     ck.add_argument("run_dir")

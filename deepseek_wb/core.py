@@ -80,6 +80,9 @@ FAILURE_HINTS = [
     (r"Address already in use|EADDRINUSE", "the master port is in use: launch again (a free port is picked) or pass another master_port"),
     (r"out of memory|OutOfMemoryError", "out of memory: lower micro_batch_size (raise gradient_accumulation_steps to keep the batch), "
                                         "turn on gradient_checkpointing, or use zero.stage 3 with offload"),
+    (r"ssh exited with exit code 255|Permission denied \(publickey|Host key verification failed|Could not resolve hostname",
+     "a node could not be reached over ssh: set up passwordless ssh from node 0 to every host in the hostfile (try "
+     "`ssh HOST hostname`), give ssh_port for a non-standard port, or run one launcher per node with no_ssh"),
     (r"exits with return code = -9|signal 9|SIGKILL", "a process was killed (SIGKILL: out of host memory, or killed by hand)")]
 
 def failure_hint(text: str) -> str:

@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,8 +28,8 @@ from .core import RunPaths, atomic_write, atomic_write_json, failure_hint, new_r
 from .env import local_hardware
 
 # %% auto #0
-__all__ = ['STALE_AFTER', 'SHM_BUFFERS', 'free_port', 'job_env', 'launcher_command', 'rank0_log', 'cause_from_logs', 'Job',
-           'launch', 'remove_stale_shm', 'supervise', 'list_runs']
+__all__ = ['LAUNCHERS', 'SENT_TO_NODES', 'STALE_AFTER', 'SHM_BUFFERS', 'free_port', 'job_env', 'ssh_env_file', 'launcher_command',
+           'rank0_log', 'cause_from_logs', 'Job', 'launch', 'remove_stale_shm', 'supervise', 'list_runs']
 
 # %% ../nbs/30_jobs.ipynb #e132c261
 def free_port() -> int:
@@ -44,18 +45,31 @@ def job_env(procs: int, extra: dict | None = None) -> dict:
         env["OMP_NUM_THREADS"] = str(max(1, local_hardware().cpu_cores // procs))
     return {**env, **(extra or {})}
 
+LAUNCHERS = {"pdsh": "pdsh", "openmpi": "mpirun", "mpich": "mpirun", "impi": "mpirun", "mvapich": "mpirun", "slurm": "srun"}
+SENT_TO_NODES = ("DS_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "TORCH_", "OMP_", "KMP_", "MKL_", "GLOO_")  # prefixes
+
+def ssh_env_file(run: RunPaths, env: dict, extra: dict | None = None) -> Path:
+    "Write the variables the other nodes' ranks need (`env`'s by prefix, all of `extra`) to `run`'s `.deepspeed_env`."
+    keep = {k: v for k, v in env.items() if (k.startswith(SENT_TO_NODES) or k in (extra or {})) and k != "DS_ENV_FILE"}
+    lines = [f"{k}={v}" for k, v in keep.items() if "\n" not in v]
+    for own in (Path.home()/".deepspeed_env", Path(".deepspeed_env")):  # DS_ENV_FILE replaces these: keep what they say
+        if own.is_file(): lines += [l for l in own.read_text().splitlines() if "=" in l]
+    return atomic_write(run.root/".deepspeed_env", "\n".join(lines) + "\n")
+
 def launcher_command(run: RunPaths, procs: int, master_port: int, hostfile: str | None = None, no_ssh: bool = False,
-                     node_rank: int | None = None, master_addr: str | None = None) -> list[str]:
+                     node_rank: int | None = None, master_addr: str | None = None, launcher: str = "pdsh",
+                     ssh_port: int | None = None, runner_args: list[str] = ()) -> list[str]:
     "The DeepSpeed launcher command that runs `deepseek_wb.train` for run directory `run`."
     cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--master_port", str(master_port),
            "--enable_each_rank_log", str(run.logs)]
     if hostfile:
         cmd += ["--hostfile", hostfile]
         if no_ssh: cmd += ["--no_ssh", "--node_rank", str(node_rank or 0)]
+        else: cmd += ["--launcher", launcher] + (["--ssh_port", str(ssh_port)] if ssh_port else [])
         if master_addr: cmd += ["--master_addr", master_addr]
     else:
         cmd += ["--num_gpus", str(procs)]
-    return cmd + ["--module", "deepseek_wb.train", str(run.config), "--run-dir", str(run.root)]
+    return cmd + list(runner_args) + ["--module", "deepseek_wb.train", str(run.config), "--run-dir", str(run.root)]
 
 # %% ../nbs/30_jobs.ipynb #5526f781
 def _log_files(run: RunPaths) -> list[Path]:
@@ -91,6 +105,10 @@ def _group_alive(pgid: int | None, since: float | None = None) -> bool:
             if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE and young(p.info["create_time"]): return True
         except (ProcessLookupError, PermissionError, psutil.Error): continue
     return False
+
+def _killpg(pgid: int, sig: int):
+    try: os.killpg(pgid, sig)
+    except ProcessLookupError: pass
 
 @dataclass
 class Job:
@@ -154,26 +172,36 @@ class Job:
         if self._proc is not None: self._proc.wait()
         return self.status()
 
+    def _request(self, name: str) -> Path:
+        "Leave request `name` for rank 0, which takes it at the end of a step (wherever the ranks run)."
+        self.paths.control.mkdir(parents=True, exist_ok=True)
+        return atomic_write(self.paths.control/name, f"{time.time()}\n")
+
     def stop(self, grace: float = 30, wait: bool = True) -> dict:
-        "Ask the job to stop (SIGTERM: it saves a checkpoint and exits); SIGKILL whatever is left after `grace` seconds."
+        "Ask the job to stop (it saves a checkpoint at the end of its step and exits); kill what is left after `grace` seconds."
         s = self._status_file()
-        pgid = s.get("pgid")
+        pgid, host = s.get("pgid"), s.get("launch_host", socket.gethostname())
         if not pgid or not self.alive(): return self.status()
-        if s.get("launch_host", socket.gethostname()) != socket.gethostname():
-            raise RuntimeError(f"{self.run_dir} was launched on {s['launch_host']}: stop it there (deepseek-wb stop {self.run_dir})")
-        os.killpg(pgid, signal.SIGTERM)
+        self._request("stop")
+        here = host == socket.gethostname()
+        ranks_here = here and s.get("launcher", "local") in ("local", "no_ssh")  # else they run under other nodes' sshd
+        if ranks_here: _killpg(pgid, signal.SIGTERM)  # reaches ranks still setting up, which read no requests yet
         if not wait: return self.status()  # the caller follows the job (the monitor does) and may call again
         try: return self.wait(timeout=grace)
         except TimeoutError:
-            try: os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError: pass
-            return self.wait(timeout=30)
+            if not here: raise TimeoutError(f"{self.run_dir} did not stop within {grace} s; it was launched on {host}: "
+                                            f"kill it there (deepseek-wb stop {self.run_dir} --grace 0)") from None
+        if not ranks_here:  # DeepSpeed's launcher ends the ranks on every node (pkill over ssh) when it gets SIGTERM
+            _killpg(pgid, signal.SIGTERM)
+            try: return self.wait(timeout=45)
+            except TimeoutError: pass
+        _killpg(pgid, signal.SIGKILL)
+        return self.wait(timeout=30)
 
     def checkpoint(self) -> Path:
         "Ask the running job for a checkpoint at the end of its current step (`checkpoint_saved` follows in the metrics)."
         if not self.alive(): raise RuntimeError(f"{self.run_dir} is not running ({self.state}): there is no job to save")
-        self.paths.control.mkdir(parents=True, exist_ok=True)
-        return atomic_write(self.paths.control/"checkpoint", f"{time.time()}\n")
+        return self._request("checkpoint")
 
     def checkpoints(self) -> list[int]:
         "Steps of the run's whole checkpoints."
@@ -188,9 +216,16 @@ class Job:
 # %% ../nbs/30_jobs.ipynb #8579f1a6
 def launch(config: RunConfig | str | Path, *overrides, run_dir: str | Path | None = None, procs: int = 1,
            hostfile: str | None = None, no_ssh: bool = False, node_rank: int | None = None, master_addr: str | None = None,
-           master_port: int | None = None, env: dict | None = None, **values) -> Job:
+           master_port: int | None = None, launcher: str = "pdsh", ssh_port: int | None = None,
+           runner_args: list[str] = (), env: dict | None = None, **values) -> Job:
     "Start training `config` as a background DeepSpeed job with `procs` processes; return its Job at once."
     run_dir = Path(run_dir) if run_dir else None
+    over_ssh = bool(hostfile) and not no_ssh  # node 0's launcher starts every node's ranks (pdsh, MPI, SLURM)
+    if over_ssh and launcher not in LAUNCHERS:
+        raise ValueError(f"launcher '{launcher}' is not one of DeepSpeed's: {', '.join(LAUNCHERS)}")
+    if over_ssh and not shutil.which(LAUNCHERS[launcher]):
+        raise RuntimeError(f"the {launcher} launcher needs `{LAUNCHERS[launcher]}`, which is not installed here: install it "
+                           f"(for pdsh: apt-get install pdsh), or run one launcher per node with no_ssh=True")
     joining = node_rank not in (None, 0)  # another node of a run that node 0 launched
     if joining and (run_dir is None or not (run_dir/"config.json").is_file()):
         raise RuntimeError("a node with node_rank > 0 joins a run that node 0 launched: launch node 0 first, "
@@ -203,8 +238,8 @@ def launch(config: RunConfig | str | Path, *overrides, run_dir: str | Path | Non
     else:
         data = (config.model_dump() if isinstance(config, RunConfig) else
                 RunConfig.load(config).model_dump())
-    nodes = len(_hosts(hostfile)) if hostfile else 1
-    world = sum(_hosts(hostfile).values()) if hostfile else procs
+    hosts = _hosts(hostfile) if hostfile else {"localhost": procs}
+    nodes, world = len(hosts), sum(hosts.values())
     from deepseek_wb.config import apply_overrides
     data = apply_overrides(apply_overrides(data, list(overrides)), {**values, "world_size": world})
     cfg, problems = check(data, local_hardware() if not hostfile else None)
@@ -217,18 +252,23 @@ def launch(config: RunConfig | str | Path, *overrides, run_dir: str | Path | Non
     if not joining:
         atomic_write_json(run.config, cfg.model_dump(mode="json"))
         atomic_write_json(run.ds_config, cfg.to_deepspeed())
-    cmd = launcher_command(run, procs, master_port or free_port(), hostfile, no_ssh, node_rank, master_addr)
+        for request in ("stop", "stop.taken", "checkpoint"): (run.control/request).unlink(missing_ok=True)  # an earlier attempt's
+    environment = job_env(max(hosts.values()), env)
+    if over_ssh: environment["DS_ENV_FILE"] = str(ssh_env_file(run, environment, env))
+    cmd = launcher_command(run, procs, master_port or free_port(), hostfile, no_ssh, node_rank, master_addr,
+                           launcher, ssh_port, runner_args)
     supervise = [sys.executable, "-m", "deepseek_wb.jobs", "supervise", str(run.root), str(node_rank or 0), "--"] + cmd
     log = open(run.logs/("launcher.log" if not joining else f"launcher_node{node_rank}.log"), "ab")
     proc = subprocess.Popen(supervise, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env=job_env(procs, env), cwd=os.getcwd())
+                            start_new_session=True, env=environment, cwd=os.getcwd())
     log.close()
     if joining: return Job(run.root, proc, node_pgid=proc.pid)
     try: leader_started = psutil.Process(proc.pid).create_time()
     except psutil.Error: leader_started = None
     atomic_write_json(run.status, dict(state="queued", pid=proc.pid, pgid=proc.pid, started_at=time.time(),
                                        launch_host=socket.gethostname(), leader_started=leader_started,
-                                       command=cmd, nodes=nodes, procs=procs))
+                                       command=cmd, nodes=nodes, procs=procs,
+                                       launcher=launcher if over_ssh else "no_ssh" if hostfile else "local"))
     return Job(run.root, proc)
 
 def _hosts(hostfile: str) -> dict[str, int]:
@@ -261,7 +301,11 @@ def remove_stale_shm(min_age: float = 60) -> list[str]:
         except OSError: pass
     return removed
 
-def supervise(run_dir: str | Path, cmd: list[str], node_rank: int = 0) -> int:
+def _read_status(run: RunPaths) -> dict:
+    try: return json.loads(run.status.read_text())
+    except (OSError, ValueError): return {}
+
+def supervise(run_dir: str | Path, cmd: list[str], node_rank: int = 0, settle: float = 45) -> int:
     "Run the launcher `cmd` for `run_dir`, and record how it ended if the job could not (node 0 only)."
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher and the ranks handle it; we wait for them
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -269,8 +313,12 @@ def supervise(run_dir: str | Path, cmd: list[str], node_rank: int = 0) -> int:
     code = subprocess.call(cmd)
     remove_stale_shm()
     if node_rank != 0: return code  # node 0 owns the run's status
-    try: status = json.loads(run.status.read_text())
-    except (OSError, ValueError): status = {}
+    status = _read_status(run)
+    stopping = any((run.control/name).exists() for name in ("stop", "stop.taken"))
+    if stopping and status.get("launcher") not in (None, "local", "no_ssh"):  # other nodes' ranks may still be saving
+        deadline = time.monotonic() + settle  # (DeepSpeed's launch kills them 30 s after its SIGTERM)
+        while status.get("state") in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.5); status = _read_status(run)
     if status.get("state") in (None, "queued", "running"):
         cause = cause_from_logs(run.root) or f"the launcher exited with code {code}"
         atomic_write_json(run.status, {**status, "state": "failed", "exit_code": code, "ended_at": time.time(), "error": cause})

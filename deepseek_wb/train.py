@@ -31,9 +31,9 @@ from .telemetry import SCHEMA_VERSION, ActivationStats, RunWriter
 from .tokens import load_tokenizer, tokenize
 
 # %% auto #0
-__all__ = ['Batches', 'split', 'make_collate', 'default_dist_env', 'all_reduce', 'rank_zero_first', 'rng_state', 'set_rng_state',
-           'grad_norm', 'take_request', 'loss_scale', 'memory_mb', 'save', 'resume', 'evaluate', 'accuracy',
-           'NonFiniteLoss', 'parse_args', 'main', 'save_final']
+__all__ = ['Batches', 'split', 'make_collate', 'default_dist_env', 'all_reduce', 'leave', 'rank_zero_first', 'rng_state',
+           'set_rng_state', 'grad_norm', 'take_request', 'loss_scale', 'memory_mb', 'save', 'resume', 'evaluate',
+           'accuracy', 'NonFiniteLoss', 'parse_args', 'main', 'save_final']
 
 # %% ../nbs/23_train.ipynb #be49d923
 class Batches:
@@ -94,6 +94,11 @@ def all_reduce(values: list[float], op: str = "sum") -> list[float]:
     if dist.get_world_size() > 1:
         dist.all_reduce(t, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op])
     return t.tolist()
+
+def leave():
+    "Wait for every rank, then take the process group down."
+    import deepspeed.comm as dist
+    dist.barrier(); dist.destroy_process_group()
 
 @contextlib.contextmanager
 def rank_zero_first(rank: int):
@@ -322,10 +327,12 @@ def main(argv=None) -> int:
             if cfg.eval_every and step % cfg.eval_every == 0 and eval_set.num_rows:
                 writer.eval(step, **evaluate(engine, eval_set, collate, cfg, rank, world))
             asked = rank == 0 and take_request(run.control/"checkpoint")  # "checkpoint now" from the notebook
-            stopping, asked = (v > 0 for v in all_reduce([float(stop["requested"]), float(asked)], "max"))
+            told = rank == 0 and take_request(run.control/"stop")  # Job.stop: reaches ranks on every node
+            stopping, asked = (v > 0 for v in all_reduce([float(stop["requested"] or told), float(asked)], "max"))
             if step % cfg.checkpoint_every == 0 or stopping or asked or step == cfg.max_steps:
                 save(engine, run, step, batches, writer, cfg, nan_total=nan_total)
             if stopping:
+                leave()
                 writer.event("stopped", step=step); writer.status("stopped", ended_at=time.time(), exit_code=0, step=step)
                 writer.close()
                 return 0
@@ -334,6 +341,7 @@ def main(argv=None) -> int:
         if eval_set.num_rows and engine.global_steps % cfg.eval_every:  # unless the last step just evaluated
             writer.eval(engine.global_steps, **evaluate(engine, eval_set, collate, cfg, rank, world))
         save_final(engine, cfg, tokenizer, run, rank)
+        leave()
         writer.event("finished", step=engine.global_steps)
         writer.status("finished", ended_at=time.time(), exit_code=0, step=engine.global_steps)
         writer.close()

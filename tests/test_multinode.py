@@ -1,13 +1,29 @@
-"""Several nodes: one launcher per node (--no_ssh), tested as two "nodes" on 127.0.0.1."""
-from deepseek_wb.jobs import free_port, launch
-from jobs_util import losses, tiny_config
+"""Several nodes, tested as two "nodes" on this machine: one launcher per node (--no_ssh), and node 0's
+launcher starting both nodes over ssh (pdsh) through a private sshd on loopback."""
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from deepseek_wb.jobs import free_port, job_env, launch
+from jobs_util import events, losses, tiny_config, wait_for
 
 
-def test_two_nodes_one_launcher_each_match_one_node(tmp_path):
+@pytest.fixture(scope="module")
+def one_node(tmp_path_factory):
+    "The reference: one node with two processes."
     cfg = tiny_config(max_steps=6, checkpoint_every=3)
-    one_node = launch(cfg, procs=2, run_dir=tmp_path / "one")
-    assert one_node.wait(timeout=600)["state"] == "finished", one_node.status()
+    job = launch(cfg, procs=2, run_dir=tmp_path_factory.mktemp("one") / "run")
+    assert job.wait(timeout=600)["state"] == "finished", job.status()
+    return cfg, job.run_dir
 
+
+def test_two_nodes_one_launcher_each_match_one_node(one_node, tmp_path):
+    cfg, reference = one_node
     hostfile = tmp_path / "hostfile"  # two names for this machine, so the launcher sees two nodes
     hostfile.write_text("localhost slots=1\n127.0.0.1 slots=1\n")
     port = free_port()
@@ -17,5 +33,99 @@ def test_two_nodes_one_launcher_each_match_one_node(tmp_path):
     assert node0.wait(timeout=600)["state"] == "finished", node0.status()
     node1.wait(timeout=120)
     assert node0.status()["nodes"] == 2
-    assert losses(node0.run_dir) == losses(one_node.run_dir)  # the same world of 2 ranks, the same numbers
+    assert losses(node0.run_dir) == losses(reference)  # the same world of 2 ranks, the same numbers
     assert sorted(p.name for p in (tmp_path / "two" / "logs").glob("launcher*.log")) == ["launcher.log", "launcher_node1.log"]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """An sshd of our own on 127.0.0.1 and 127.0.0.2 (a free port, a throwaway host key and client key): logins
+    as this user, nothing in ~/.ssh or /etc/ssh used or changed. Yields the ssh options pdsh must pass."""
+    binary = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
+    if not binary or not shutil.which("pdsh"):
+        pytest.skip("needs sshd and pdsh (apt-get install openssh-server pdsh; `make test` installs them)")
+    d = tmp_path_factory.mktemp("sshd")
+    for key in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
+    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
+    port = free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nListenAddress 127.0.0.2\nHostKey {d}/host_key\n"
+        f"AuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
+        "StrictModes no\nUsePAM no\n")
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation folder, made by its service
+    log = open(d / "sshd.log", "w")
+    server = subprocess.Popen([binary, "-D", "-e", "-f", str(d / "sshd_config")], stdout=log, stderr=subprocess.STDOUT)
+    options = (f"-i {d}/client_key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+               "-o BatchMode=yes -o LogLevel=ERROR")
+    probe = ["ssh", "-p", str(port), *options.split(), "127.0.0.2", "true"]
+    try:
+        wait_for(lambda: server.poll() is not None or subprocess.run(probe, capture_output=True).returncode == 0,
+                 timeout=30, poll=0.2, what="sshd to take logins")
+        assert server.poll() is None, f"sshd exited: {(d / 'sshd.log').read_text()}"
+        yield dict(port=port, options=options)
+    finally:
+        server.terminate(); server.wait(timeout=10); log.close()
+
+
+def _ranks(run_dir) -> list[psutil.Process]:
+    "The processes training `run_dir` (the ranks, found by their command line)."
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if any(a == "-m" and b == "deepseek_wb.train" for a, b in zip(cmd, cmd[1:])) and str(run_dir) in cmd:
+            found.append(p)
+    return found
+
+
+def _over_ssh(sshd, run_dir, hostfile, **values):
+    return launch(tiny_config(), run_dir=run_dir, **values, hostfile=str(hostfile), ssh_port=sshd["port"],
+                  master_addr="127.0.0.1", runner_args=["--no_ssh_check"],  # DeepSpeed's check would use ~/.ssh
+                  env={"PDSH_SSH_ARGS_APPEND": sshd["options"], "DEEPSEEK_WB_TEST_MARK": "sent"})
+
+
+def test_two_nodes_over_ssh_match_one_node(sshd, one_node, tmp_path):
+    cfg, reference = one_node
+    hostfile = tmp_path / "hostfile"  # 127.0.0.0/8 is all loopback: two addresses, two "nodes"
+    hostfile.write_text("127.0.0.1 slots=1\n127.0.0.2 slots=1\n")
+    run = (tmp_path / "ssh").resolve()
+    job = _over_ssh(sshd, run, hostfile, max_steps=6, checkpoint_every=3)
+    wait_for(lambda: len(_ranks(run)) == 2 or not job.alive(), timeout=300, poll=0.2, what="both ranks to start")
+    ranks = _ranks(run)
+    assert len(ranks) == 2, job.tail(30)
+    for rank in ranks:  # started by sshd, not by this process group, and with the job's environment
+        assert any(parent.name() == "sshd" for parent in rank.parents()), [p.name() for p in rank.parents()]
+        assert os.getpgid(rank.pid) != job._status_file()["pgid"]
+        environ = rank.environ()
+        assert environ.get("HF_HUB_OFFLINE") == "1" and environ.get("DEEPSEEK_WB_TEST_MARK") == "sent", environ
+        assert environ.get("OMP_NUM_THREADS") == job_env(1)["OMP_NUM_THREADS"]  # the cores of a node with one slot
+    assert job.wait(timeout=600)["state"] == "finished", job.status()
+    assert job.status()["launcher"] == "pdsh" and job.status()["nodes"] == 2
+    assert losses(run) == losses(reference)
+    assert not _ranks(run)
+
+
+def test_stop_over_ssh_saves_and_ends_every_node(sshd, tmp_path):
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("127.0.0.1 slots=1\n127.0.0.2 slots=1\n")
+    run = (tmp_path / "stopped").resolve()
+    job = _over_ssh(sshd, run, hostfile, max_steps=100_000, checkpoint_every=1000)
+    wait_for(lambda: len(losses(run)) >= 3 or not job.alive(), timeout=300, what="three steps")
+    final = job.stop(grace=60)  # no signal reaches these ranks: rank 0 takes the request, every rank agrees
+    assert final["state"] == "stopped", final
+    step = final["step"]
+    assert job.checkpoints() == [step] and events(run, "stopped")[-1]["step"] == step
+    assert not _ranks(run) and not job.alive()
+    again = _over_ssh(sshd, run, hostfile, max_steps=step + 2, checkpoint_every=1000)  # and it resumes
+    assert again.wait(timeout=600)["state"] == "finished", again.status()
+    assert events(run, "resumed")[-1]["step"] == step and max(losses(run, after_last_resume=True)) == step + 2
+
+
+def test_unreachable_node_is_reported_with_its_cause(sshd, tmp_path):
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("127.0.0.1 slots=1\n127.0.0.2 slots=1\n")
+    job = _over_ssh(dict(sshd, port=free_port()), tmp_path / "unreachable", hostfile)  # no sshd on that port
+    final = job.wait(timeout=120)
+    assert final["state"] == "failed" and "could not be reached over ssh" in final["error"], final
