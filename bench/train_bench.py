@@ -4,7 +4,10 @@
 
 1. Steps/s of a deepseek_wb job vs a bare DeepSpeed loop (same model, batch, steps, DeepSpeed
    config) vs Hugging Face Trainer with the same DeepSpeed config; a ~10M-parameter GPT-2 on the
-   CPU, one process. Tokens/s and model FLOPs utilisation against a matmul peak measured here, now.
+   CPU, one process. The job runs on tcmalloc when the machine has it (as every CPU job does); the
+   loop and the Trainer run as plain Python would, and once more with tcmalloc preloaded, to show
+   what the allocator is worth on its own. Tokens/s and model FLOPs utilisation against a matmul
+   peak measured here, now.
 2. Gradient checkpointing on vs off: peak memory and step time (fresh process each).
 3. Two ranks vs one rank (deepseek_wb jobs).
 4. Launch to first metric line: cold (DeepSpeed's communication op built from scratch in an empty
@@ -116,21 +119,25 @@ def model_flops_per_step(cfg):
 
 
 def bench_throughput(steps, skip):
+    from deepseek_wb.env import tcmalloc
     from deepseek_wb.jobs import launch
     cfg = config(steps)
+    lib = tcmalloc()
     with tempfile.TemporaryDirectory() as tmp:
         job = launch(cfg, run_dir=Path(tmp) / "wb", procs=1, env={"OMP_NUM_THREADS": str(os.cpu_count())})
         assert job.wait(timeout=1800)["state"] == "finished", job.status()
-        ours = rate(step_times_from_job(job.run_dir), skip)
-        bare = rate(run_script(BARE, cfg.model_dump_json()), skip)
-        try: trainer = rate(run_script(TRAINER, cfg.model_dump_json(), str(Path(tmp) / "hf")), skip)
-        except RuntimeError as e: trainer, trainer_error = None, str(e).strip().splitlines()[-1]
-        else: trainer_error = None
+        rates = dict(deepseek_wb=rate(step_times_from_job(job.run_dir), skip))
+        for name, code in (("bare_deepspeed", BARE), ("hf_trainer", TRAINER)):
+            for suffix, env in (("", {}), ("_tcmalloc", {"LD_PRELOAD": lib} if lib else None)):
+                if env is None: continue
+                try: rates[name + suffix] = rate(run_script(code, cfg.model_dump_json(), str(Path(tmp) / "hf"), env=env), skip)
+                except RuntimeError as e: rates[name + suffix + "_error"] = str(e).strip().splitlines()[-1]
+    ours = rates["deepseek_wb"]
     peak = matmul_peak()
     flops = model_flops_per_step(cfg)
-    return dict(params=cfg.model.shape()["params"], tokens_per_step=cfg.micro_batch_size * cfg.data.max_length,
-                steps_per_s=dict(deepseek_wb=round(ours, 3), bare_deepspeed=round(bare, 3), hf_trainer=trainer and round(trainer, 3)),
-                ratio_vs_bare=round(ours / bare, 3), ratio_vs_trainer=trainer and round(ours / trainer, 3), trainer_error=trainer_error,
+    return dict(params=cfg.model.shape()["params"], tokens_per_step=cfg.micro_batch_size * cfg.data.max_length, job_allocator=lib or "glibc",
+                steps_per_s={k: round(v, 3) if isinstance(v, float) else v for k, v in rates.items()},
+                ours_vs={k: round(ours / v, 3) for k, v in rates.items() if k != "deepseek_wb" and isinstance(v, float)},
                 tokens_per_s=round(ours * cfg.micro_batch_size * cfg.data.max_length),
                 matmul_peak_gflops=round(peak / 1e9, 1), mfu=round(ours * flops / peak, 4))
 

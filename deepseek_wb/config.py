@@ -170,7 +170,8 @@ def to_deepspeed(c: RunConfig) -> dict:
     "The DeepSpeed config for this run config."
     o = c.optimizer
     opt = dict(type="AdamW", params=dict(lr=o.lr, betas=list(o.betas), eps=o.eps, weight_decay=o.weight_decay))
-    if not c.zero.offload_optimizer: opt["params"]["torch_adam"] = True
+    if not c.zero.offload_optimizer:  # torch's AdamW, fused: no C++ op to build, and on a CPU 2-3x faster than its default
+        opt["params"].update(torch_adam=True, fused=True)
     zero: dict = dict(stage=c.zero.stage)
     if c.zero.offload_optimizer: zero["offload_optimizer"] = dict(device="cpu", pin_memory=True)
     if c.zero.offload_param: zero["offload_param"] = dict(device="cpu", pin_memory=True)

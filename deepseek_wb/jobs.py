@@ -25,7 +25,7 @@ import psutil
 from .checkpoints import complete_checkpoints
 from .config import ConfigError, Problem, RunConfig, check
 from .core import RunPaths, atomic_write, atomic_write_json, failure_hint, new_run_id, read_jsonl
-from .env import local_hardware
+from .env import local_hardware, tcmalloc
 
 # %% auto #0
 __all__ = ['LAUNCHERS', 'SENT_TO_NODES', 'STALE_AFTER', 'SHM_BUFFERS', 'free_port', 'job_env', 'ssh_env_file', 'launcher_command',
@@ -41,8 +41,9 @@ def job_env(procs: int, extra: dict | None = None) -> dict:
     "The environment of a job's processes."
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                HF_DATASETS_DISABLE_PROGRESS_BARS="1")
-    if not local_hardware().gpus and "OMP_NUM_THREADS" not in os.environ:
-        env["OMP_NUM_THREADS"] = str(max(1, local_hardware().cpu_cores // procs))
+    if not local_hardware().gpus:
+        if "OMP_NUM_THREADS" not in os.environ: env["OMP_NUM_THREADS"] = str(max(1, local_hardware().cpu_cores // procs))
+        if "LD_PRELOAD" not in os.environ and (lib := tcmalloc()): env["LD_PRELOAD"] = lib
     return {**env, **(extra or {})}
 
 LAUNCHERS = {"pdsh": "pdsh", "openmpi": "mpirun", "mpich": "mpirun", "impi": "mpirun", "mvapich": "mpirun", "slurm": "srun"}
@@ -50,7 +51,8 @@ SENT_TO_NODES = ("DS_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "TORCH_", "OMP_",
 
 def ssh_env_file(run: RunPaths, env: dict, extra: dict | None = None) -> Path:
     "Write the variables the other nodes' ranks need (`env`'s by prefix, all of `extra`) to `run`'s `.deepspeed_env`."
-    keep = {k: v for k, v in env.items() if (k.startswith(SENT_TO_NODES) or k in (extra or {})) and k != "DS_ENV_FILE"}
+    keep = {k: v for k, v in env.items() if (k.startswith(SENT_TO_NODES) or k in (extra or {}) or k == "LD_PRELOAD")
+            and k != "DS_ENV_FILE"}
     lines = [f"{k}={v}" for k, v in keep.items() if "\n" not in v]
     for own in (Path.home()/".deepspeed_env", Path(".deepspeed_env")):  # DS_ENV_FILE replaces these: keep what they say
         if own.is_file(): lines += [l for l in own.read_text().splitlines() if "=" in l]
