@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 PAPERMILL_TIMEOUT ?= 600
 
-.PHONY: setup wordnet tcmalloc quickstart test test-deps test-sync test-docs test-notebooks test-pytest test-browser test-quickstart clean
+.PHONY: setup wordnet tcmalloc quickstart test test-sync test-docs test-notebooks test-pytest test-browser test-quickstart clean
 
 setup: $(VENV)/.ready wordnet tcmalloc
 
@@ -59,15 +59,13 @@ test-docs: setup
 test-notebooks: setup
 	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 nbdev-test --n-workers 2
 
-# System packages a few tests need (chromium; sshd and pdsh for the over-ssh launch), when missing.
-test-deps: setup
-	PYTHON=$(BIN)/python tools/test_deps.sh
-
-test-pytest: setup test-deps
+test-pytest: setup
+	PYTHON=$(BIN)/python tools/test_deps.sh ssh
 	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not browser"
 
 # The quickstart in JupyterLab, driven by headless Chromium; screenshots land in runs/browser-artifacts/.
-test-browser: setup test-deps
+test-browser: setup
+	PYTHON=$(BIN)/python tools/test_deps.sh browser
 	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/test_browser.py -m browser
 
 test-quickstart: setup

@@ -11,12 +11,14 @@ import glob
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,19 +45,29 @@ def job_env(procs: int, extra: dict | None = None) -> dict:
                HF_DATASETS_DISABLE_PROGRESS_BARS="1")
     if not local_hardware().gpus:
         if "OMP_NUM_THREADS" not in os.environ: env["OMP_NUM_THREADS"] = str(max(1, local_hardware().cpu_cores // procs))
-        if "LD_PRELOAD" not in os.environ and (lib := tcmalloc()): env["LD_PRELOAD"] = lib
+        if "LD_PRELOAD" not in os.environ and (extra or {}).get("DEEPSEEK_WB_MALLOC") != "system" and (lib := tcmalloc()):
+            env["LD_PRELOAD"] = lib
     return {**env, **(extra or {})}
 
 LAUNCHERS = {"pdsh": "pdsh", "openmpi": "mpirun", "mpich": "mpirun", "impi": "mpirun", "mvapich": "mpirun", "slurm": "srun"}
-SENT_TO_NODES = ("DS_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "TORCH_", "OMP_", "KMP_", "MKL_", "GLOO_")  # prefixes
+SENT_TO_NODES = ("DEEPSEEK_WB_", "DS_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "TORCH_", "OMP_", "KMP_", "MKL_", "GLOO_")
+_SECRET = re.compile(r"(^|_)(TOKEN|SECRET|PASSWORD|KEY)(_|$)")  # HF_TOKEN and the like stay home unless passed in `env`
 
-def ssh_env_file(run: RunPaths, env: dict, extra: dict | None = None) -> Path:
+def ssh_env_file(run: RunPaths, env: dict, extra: dict | None = None, shell: bool = True) -> Path:
     "Write the variables the other nodes' ranks need (`env`'s by prefix, all of `extra`) to `run`'s `.deepspeed_env`."
-    keep = {k: v for k, v in env.items() if (k.startswith(SENT_TO_NODES) or k in (extra or {}) or k == "LD_PRELOAD")
-            and k != "DS_ENV_FILE"}
-    lines = [f"{k}={v}" for k, v in keep.items() if "\n" not in v]
+    extra = extra or {}
+    ours = "LD_PRELOAD" in env and "LD_PRELOAD" not in os.environ  # the allocator we chose, not a preload of this shell's
+    pairs = [(k, v) for k, v in env.items() if k in extra or (k == "LD_PRELOAD" and ours)
+             or (k.startswith(SENT_TO_NODES) and not _SECRET.search(k) and k != "DS_ENV_FILE")]
     for own in (Path.home()/".deepspeed_env", Path(".deepspeed_env")):  # DS_ENV_FILE replaces these: keep what they say
-        if own.is_file(): lines += [l for l in own.read_text().splitlines() if "=" in l]
+        if own.is_file():
+            pairs += [tuple(l.split("=", 1)) for l in own.read_text().splitlines() if "=" in l and not l.lstrip().startswith("#")]
+    lines = []
+    for k, v in pairs:  # DeepSpeed's runner wraps a value in "..." unescaped, when it has more than [\w@%+=:,./-]
+        quoted = re.search(r'["$`\\\n]', v) if shell else re.search(r"[^\w@%+=:,./-]", v)  # pdsh: a shell; MPI, SLURM: none
+        if not re.fullmatch(r"[A-Za-z_]\w*", k.strip()) or quoted:
+            warnings.warn(f"{k} is not sent to the other nodes: its value would not survive the launcher's quoting")
+        else: lines.append(f"{k.strip()}={v.strip()}")
     return atomic_write(run.root/".deepspeed_env", "\n".join(lines) + "\n")
 
 def launcher_command(run: RunPaths, procs: int, master_port: int, hostfile: str | None = None, no_ssh: bool = False,
@@ -193,11 +205,19 @@ class Job:
         except TimeoutError:
             if not here: raise TimeoutError(f"{self.run_dir} did not stop within {grace} s; it was launched on {host}: "
                                             f"kill it there (deepseek-wb stop {self.run_dir} --grace 0)") from None
-        if not ranks_here:  # DeepSpeed's launcher ends the ranks on every node (pkill over ssh) when it gets SIGTERM
-            _killpg(pgid, signal.SIGTERM)
-            try: return self.wait(timeout=45)
-            except TimeoutError: pass
-        _killpg(pgid, signal.SIGKILL)
+        return self.kill()
+
+    def kill(self) -> dict:
+        "Kill the job at once, without a checkpoint: its processes here (SIGKILL), and its ranks on nodes started over ssh."
+        s = self._status_file()
+        pgid, host = s.get("pgid"), s.get("launch_host", socket.gethostname())
+        if not pgid or not self.alive(): return self.status()
+        if host != socket.gethostname(): raise RuntimeError(f"{self.run_dir} was launched on {host}: kill it there")
+        if s.get("teardown"):  # ranks under the nodes' sshd: only a command run there reaches them
+            t = s["teardown"]
+            try: subprocess.run(t["cmd"], env={**os.environ, **t["env"]}, capture_output=True, timeout=60)
+            except (OSError, subprocess.TimeoutExpired): pass
+        _killpg(pgid, signal.SIGKILL)  # the launcher too, before its own SIGTERM handler pkills every DeepSpeed job on the nodes
         return self.wait(timeout=30)
 
     def checkpoint(self) -> Path:
@@ -256,7 +276,7 @@ def launch(config: RunConfig | str | Path, *overrides, run_dir: str | Path | Non
         atomic_write_json(run.ds_config, cfg.to_deepspeed())
         for request in ("stop", "stop.taken", "checkpoint"): (run.control/request).unlink(missing_ok=True)  # an earlier attempt's
     environment = job_env(max(hosts.values()), env)
-    if over_ssh: environment["DS_ENV_FILE"] = str(ssh_env_file(run, environment, env))
+    if over_ssh: environment["DS_ENV_FILE"] = str(ssh_env_file(run, environment, env, shell=launcher == "pdsh"))
     cmd = launcher_command(run, procs, master_port or free_port(), hostfile, no_ssh, node_rank, master_addr,
                            launcher, ssh_port, runner_args)
     supervise = [sys.executable, "-m", "deepseek_wb.jobs", "supervise", str(run.root), str(node_rank or 0), "--"] + cmd
@@ -270,8 +290,16 @@ def launch(config: RunConfig | str | Path, *overrides, run_dir: str | Path | Non
     atomic_write_json(run.status, dict(state="queued", pid=proc.pid, pgid=proc.pid, started_at=time.time(),
                                        launch_host=socket.gethostname(), leader_started=leader_started,
                                        command=cmd, nodes=nodes, procs=procs,
-                                       launcher=launcher if over_ssh else "no_ssh" if hostfile else "local"))
+                                       launcher=launcher if over_ssh else "no_ssh" if hostfile else "local",
+                                       teardown=_teardown(run, hosts, environment, ssh_port) if over_ssh and launcher == "pdsh" else None))
     return Job(run.root, proc)
+
+def _teardown(run: RunPaths, hosts: dict, env: dict, ssh_port: int | None) -> dict:
+    "The pdsh command that SIGKILLs this run's DeepSpeed launch and ranks on every node, and the environment it needs."
+    pattern = rf"-m [d]eeps(eek_wb\.train|peed\.launcher\.launch) .*--run-dir {re.escape(str(run.root))}$"  # [d]: not pkill's own shell
+    ssh_args = env.get("PDSH_SSH_ARGS_APPEND", "") + (f" -p {ssh_port}" if ssh_port else "")
+    return dict(cmd=["pdsh", "-S", "-w", ",".join(hosts), f"pkill -KILL -f -- {shlex.quote(pattern)}"],
+                env=dict(PDSH_RCMD_TYPE="ssh", PDSH_SSH_ARGS_APPEND=ssh_args.strip()))
 
 def _hosts(hostfile: str) -> dict[str, int]:
     "Hosts and their slots from a DeepSpeed hostfile."
@@ -307,7 +335,7 @@ def _read_status(run: RunPaths) -> dict:
     try: return json.loads(run.status.read_text())
     except (OSError, ValueError): return {}
 
-def supervise(run_dir: str | Path, cmd: list[str], node_rank: int = 0, settle: float = 45) -> int:
+def supervise(run_dir: str | Path, cmd: list[str], node_rank: int = 0) -> int:
     "Run the launcher `cmd` for `run_dir`, and record how it ended if the job could not (node 0 only)."
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher and the ranks handle it; we wait for them
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -316,11 +344,6 @@ def supervise(run_dir: str | Path, cmd: list[str], node_rank: int = 0, settle: f
     remove_stale_shm()
     if node_rank != 0: return code  # node 0 owns the run's status
     status = _read_status(run)
-    stopping = any((run.control/name).exists() for name in ("stop", "stop.taken"))
-    if stopping and status.get("launcher") not in (None, "local", "no_ssh"):  # other nodes' ranks may still be saving
-        deadline = time.monotonic() + settle  # (DeepSpeed's launch kills them 30 s after its SIGTERM)
-        while status.get("state") in ("queued", "running") and time.monotonic() < deadline:
-            time.sleep(0.5); status = _read_status(run)
     if status.get("state") in (None, "queued", "running"):
         cause = cause_from_logs(run.root) or f"the launcher exited with code {code}"
         atomic_write_json(run.status, {**status, "state": "failed", "exit_code": code, "ended_at": time.time(), "error": cause})

@@ -201,10 +201,13 @@ def figure(self) -> go.Figure:
 # %% ../nbs/42_monitor.ipynb #b191af88
 @patch_to(Monitor)
 def stop(self) -> dict:
-    "Ask the job to stop (SIGTERM): it saves a checkpoint and exits at the end of its step. Asked again: SIGKILL."
+    "Ask the job to stop: it saves a checkpoint and exits at the end of its step. Asked again: kill it (`Job.kill`)."
     if self._stop.description == "Kill":
+        try: s = self.job.kill()
+        except RuntimeError as e:  # launched on another machine: only a stop request reaches it from here
+            self._note.value = str(e); return self.job.status()
         self._note.value = "killed (SIGKILL): the newest whole checkpoint is where a relaunch resumes"
-        return self.job.stop(grace=0)
+        return s
     self._note.value = "stopping: the job saves a checkpoint and exits at the end of its step"
     self._stop.description, self._stop.tooltip = "Kill", "SIGKILL: stop at once, without a checkpoint"
     return self.job.stop(wait=False)

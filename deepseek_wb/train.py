@@ -96,9 +96,10 @@ def all_reduce(values: list[float], op: str = "sum") -> list[float]:
     return t.tolist()
 
 def leave():
-    "Wait for every rank, then take the process group down."
+    "Wait for every rank, then take the process group down (the run's work is done: a failure here is only reported)."
     import deepspeed.comm as dist
-    dist.barrier(); dist.destroy_process_group()
+    try: dist.barrier(); dist.destroy_process_group()
+    except Exception as e: print(f"warning: leaving the process group: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
 
 @contextlib.contextmanager
 def rank_zero_first(rank: int):
@@ -358,14 +359,19 @@ def main(argv=None) -> int:
 def save_final(engine, cfg: RunConfig, tokenizer, run: RunPaths, rank: int):
     "Save the trained model (and tokenizer) in Hugging Face format under `final/` (every rank calls this)."
     state = engine._zero3_consolidated_16bit_state_dict() if cfg.zero.stage == 3 else None
-    if rank != 0: return
-    model = engine.module
-    model.save_pretrained(str(run.root/"final"), state_dict=state, safe_serialization=True)
-    tokenizer.save_pretrained(str(run.root/"final"))
-    if cfg.mode == "lora" and cfg.merge_lora and state is None:
-        merged = model.merge_and_unload()
-        merged.save_pretrained(str(run.root/"merged"), safe_serialization=True)
-        tokenizer.save_pretrained(str(run.root/"merged"))
+    error = None
+    if rank == 0:
+        try:
+            model = engine.module
+            model.save_pretrained(str(run.root/"final"), state_dict=state, safe_serialization=True)
+            tokenizer.save_pretrained(str(run.root/"final"))
+            if cfg.mode == "lora" and cfg.merge_lora and state is None:
+                merged = model.merge_and_unload()
+                merged.save_pretrained(str(run.root/"merged"), safe_serialization=True)
+                tokenizer.save_pretrained(str(run.root/"merged"))
+        except Exception as e: error = e
+    if all_reduce([float(error is None)], "min")[0] < 1:  # every rank learns of it: none waits on for a rank that gave up
+        raise error or RuntimeError("rank 0 could not save the final model (its log says why)")
 
 # %% ../nbs/23_train.ipynb #32e18c16
 if __name__ == "__main__" and "IPython" not in sys.modules:  # run as a script, not while this notebook runs

@@ -7,7 +7,7 @@ curve must grow, and whose Stop button must stop the job (on the page and in the
 Cells after the monitor never run. Screenshots go to $DEEPSEEK_WB_ARTIFACTS (default runs/browser-artifacts/),
 and on a failure a screenshot and the JupyterLab log's tail too.
 
-Needs Debian's chromium and Python's playwright: `tools/test_deps.sh` installs both.
+Needs Debian's chromium and Python's playwright: `tools/test_deps.sh browser` installs both.
 Run: `pytest tests/test_browser.py -m browser`
 """
 import json
@@ -285,7 +285,7 @@ def _missing_browser() -> str:
     missing = [] if shutil.which("chromium") else ["chromium (Debian's package)"]
     try: import playwright.sync_api  # noqa: F401
     except ImportError: missing.append("Python's playwright")
-    return f"the browser test needs {' and '.join(missing)}: run tools/test_deps.sh" if missing else ""
+    return f"the browser test needs {' and '.join(missing)}: run tools/test_deps.sh browser" if missing else ""
 
 
 def opened(quickstart) -> "NotebookPage":

@@ -2,11 +2,13 @@
 saves at once, the Prometheus endpoint on loopback serves what the Grafana dashboard asks for, and a
 healthy run raises no finding."""
 import json
+import os
 import re
 import socket
 import time
 from urllib.request import urlopen
 
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from deepseek_wb.diagnose import diagnose
@@ -96,3 +98,23 @@ def _try_scrape(url):
         return urlopen(url, timeout=2).read()
     except OSError as e:
         return e
+
+
+def test_kill_button_ends_every_process_at_once(tmp_path):
+    job = launch(tiny_config(max_steps=100_000, checkpoint_every=100_000), procs=2, run_dir=tmp_path / "run")
+    try:
+        wait_for(lambda: len(read_metrics(job.run_dir).train) >= 2, timeout=300, what="the first train lines")
+        mon = Monitor(str(job.run_dir), follow=False)
+        pgid = json.loads((job.run_dir / "status.json").read_text())["pgid"]
+        mon._stop.click()
+        mon._stop.click()  # Kill, before the stop's checkpoint: SIGKILL, nothing saved
+        assert not job.alive() and "killed" in mon._note.value
+        assert not [p for p in psutil.process_iter() if _in_group(p, pgid)]
+        assert job.state == "failed" and not job.checkpoints() and not events(job.run_dir, "stopped")
+    finally:
+        job.kill()
+
+
+def _in_group(p, pgid):
+    try: return os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE
+    except (ProcessLookupError, psutil.Error): return False

@@ -3,6 +3,7 @@ launcher starting both nodes over ssh (pdsh) through a private sshd on loopback.
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -115,6 +116,7 @@ def test_stop_over_ssh_saves_and_ends_every_node(sshd, tmp_path):
     wait_for(lambda: len(losses(run)) >= 3 or not job.alive(), timeout=300, what="three steps")
     final = job.stop(grace=60)  # no signal reaches these ranks: rank 0 takes the request, every rank agrees
     assert final["state"] == "stopped", final
+    assert (run / "control" / "stop.taken").is_file()  # it went by the request (a kill would have saved nothing)
     step = final["step"]
     assert job.checkpoints() == [step] and events(run, "stopped")[-1]["step"] == step
     assert not _ranks(run) and not job.alive()
@@ -129,3 +131,20 @@ def test_unreachable_node_is_reported_with_its_cause(sshd, tmp_path):
     job = _over_ssh(dict(sshd, port=free_port()), tmp_path / "unreachable", hostfile)  # no sshd on that port
     final = job.wait(timeout=120)
     assert final["state"] == "failed" and "could not be reached over ssh" in final["error"], final
+
+
+def test_kill_over_ssh_ends_this_run_on_every_node_and_nothing_else(sshd, tmp_path):
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("127.0.0.1 slots=1\n127.0.0.2 slots=1\n")
+    run = (tmp_path / "killed").resolve()
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "-m", "deepspeed.launcher.launch",
+                                  "--world_info=e30=", "--module", "deepseek_wb.train", "--run-dir", str(tmp_path / "other")])
+    try:
+        job = _over_ssh(sshd, run, hostfile, max_steps=100_000, checkpoint_every=1000)
+        wait_for(lambda: len(losses(run)) >= 2 or not job.alive(), timeout=300, what="two steps")
+        assert len(_ranks(run)) == 2, job.tail(30)
+        final = job.kill()
+        assert final["state"] == "failed" and not job.alive() and not _ranks(run), final
+        assert bystander.poll() is None  # DeepSpeed's own teardown would have pkilled every launch of this Python
+    finally:
+        bystander.kill(); bystander.wait()

@@ -1,30 +1,43 @@
 #!/usr/bin/env bash
-# Installs what the tests need beyond the Python environment, when missing:
-#   - Debian's chromium, for tests/test_browser.py (Python's playwright drives it; its own browser
-#     download is not used);
-#   - openssh-server and pdsh, for the over-ssh test in tests/test_multinode.py (it starts its own
-#     sshd on loopback with a throwaway key; no system service is started or changed).
+# Installs what some tests need beyond the Python environment, when missing:
+#   ssh      openssh-server and pdsh, for the over-ssh launch in tests/test_multinode.py (it starts its own
+#            sshd on loopback with a throwaway key; no system service is started or changed). Optional:
+#            without them, and without root to install them, those tests skip.
+#   browser  Debian's chromium and Python's playwright, for tests/test_browser.py (playwright drives
+#            Debian's chromium; its own browser download is not used). Required by that test.
 # System packages come from apt-get (as root); playwright from pip into the current environment.
-# Idempotent. Usage: tools/test_deps.sh  (venv active, or PYTHON=.venv/bin/python tools/test_deps.sh)
+# Idempotent. Usage: tools/test_deps.sh [ssh] [browser]   (both when none is named; venv active, or PYTHON=...)
 set -euo pipefail
 PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
+groups="${*:-ssh browser}"
 did=""
-missing=()
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-[ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1 || missing+=(openssh-server)
-command -v pdsh >/dev/null 2>&1 || missing+=(pdsh)
-if [ ${#missing[@]} -gt 0 ]; then
+
+apt_install() {  # apt_install REQUIRED PACKAGE...: install when root with apt-get; else fail (REQUIRED=1) or warn
+    local required=$1; shift
+    [ $# -gt 0 ] || return 0
     if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-        echo "test_deps: missing ${missing[*]} and this is not root with apt-get: install them" >&2; exit 1
+        echo "test_deps: missing $* and this is not root with apt-get: install them" >&2
+        [ "$required" = 1 ] && exit 1; return 0
     fi
-    log=$(mktemp)
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+    local log; log=$(mktemp)
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"; } \
         >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
-    rm -f "$log"; did="installed ${missing[*]} (apt-get); "
+    rm -f "$log"; did="${did}installed $* (apt-get); "
+}
+
+if [[ " $groups " == *" ssh "* ]]; then
+    missing=()
+    [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1 || missing+=(openssh-server)
+    command -v pdsh >/dev/null 2>&1 || missing+=(pdsh)
+    apt_install 0 "${missing[@]}"
 fi
-if ! "$PYTHON" -c "import playwright.sync_api" >/dev/null 2>&1; then
-    "$PYTHON" -m pip install --quiet --disable-pip-version-check "playwright>=1.40"
-    did="${did}installed playwright into $("$PYTHON" -c 'import sys; print(sys.prefix)'); "
+if [[ " $groups " == *" browser "* ]]; then
+    missing=()
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    apt_install 1 "${missing[@]}"
+    if ! "$PYTHON" -c "import playwright.sync_api" >/dev/null 2>&1; then
+        "$PYTHON" -m pip install --quiet --disable-pip-version-check "playwright>=1.40"
+        did="${did}installed playwright into $("$PYTHON" -c 'import sys; print(sys.prefix)'); "
+    fi
 fi
-echo "test_deps: ${did:-nothing to install; }$(chromium --version 2>/dev/null), $(pdsh -V 2>&1 | head -1)," \
-     "playwright $("$PYTHON" -c 'from importlib.metadata import version; print(version("playwright"))')"
+echo "test_deps ($groups): ${did:-nothing to install}"
