@@ -302,6 +302,11 @@ def _precision_problems(c: RunConfig, hw: Hardware | None) -> list[Problem]:
     if hw is not None and c.precision != "fp32" and not getattr(hw, c.precision):
         alt = "bf16" if hw.bf16 else "fp32"
         out.append(Problem("precision", f"{c.precision} is not supported on this hardware ({hw.device})", f"use precision: {alt}"))
+    if c.precision == "fp16" and c.zero.stage == 0:
+        out.append(Problem("zero.stage", "fp16 at ZeRO stage 0 does not learn: DeepSpeed's engine does not scale the loss on this "
+                           "path but still divides the gradients by the loss scale (65536 to start), so every update comes out "
+                           "thousands of times too small (DeepSpeed pull request #8393, open)",
+                           "set zero.stage: 1 (on one GPU it partitions nothing and costs nothing), or use precision: bf16"))
     if c.precision == "fp16" and c.gradient_clipping == 0:
         out.append(Problem("gradient_clipping", "fp16 without gradient clipping: one overflowing step can wreck the weights",
                            "set gradient_clipping: 1.0", "warning"))

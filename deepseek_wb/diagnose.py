@@ -21,9 +21,9 @@ from .metrics import Metrics, read_metrics
 
 # %% auto #0
 __all__ = ['RESUMABLE', 'WINDOW', 'MIN_POINTS', 'OSCILLATION', 'EXPLOSION', 'VANISHING', 'MIN_LOSS_SCALE', 'SCALE_FALL',
-           'LR_TOLERANCE', 'ACT_STD_RATIO', 'ACT_SATURATION', 'THROUGHPUT_DROP', 'OOM', 'CHECKS', 'Finding',
-           'check_oscillation', 'check_explosion', 'check_vanishing', 'check_loss_scale', 'check_oom', 'expected_lr',
-           'check_lr', 'check_activations', 'check_throughput', 'diagnose', 'findings_table']
+           'SCALE_SEARCH', 'LR_TOLERANCE', 'ACT_STD_RATIO', 'ACT_SATURATION', 'THROUGHPUT_DROP', 'OOM', 'CHECKS',
+           'Finding', 'check_oscillation', 'check_explosion', 'check_vanishing', 'check_loss_scale', 'check_oom',
+           'expected_lr', 'check_lr', 'check_activations', 'check_throughput', 'diagnose', 'findings_table']
 
 # %% ../nbs/32_diagnose.ipynb #670436b0
 RESUMABLE = {"gradient_clipping", "gradient_checkpointing", "checkpoint_every", "eval_every", "log_every",
@@ -61,6 +61,7 @@ EXPLOSION = 10.0            # gradient norm above the healthy band and this many
 VANISHING = 0.1             # gradient norm below the healthy band
 MIN_LOSS_SCALE = 1.0        # fp16 loss scale at or below this: collapsed
 SCALE_FALL = 2 ** 10        # or fallen this far from its peak
+SCALE_SEARCH = 100          # steps in which the fp16 loss scale may fall at every log line, searching for its level
 LR_TOLERANCE = 0.05         # logged LR off the schedule by this share of the peak LR
 ACT_STD_RATIO = 5.0         # a layer's activation std grown (or shrunk) this many times since the first record
 ACT_SATURATION = 0.2        # share of a layer's activations at the histogram's edges (|x| >= 3.5)
@@ -127,7 +128,10 @@ def check_loss_scale(m: Metrics, cfg: RunConfig | None, **_) -> Finding | None:
     t = m.train
     if "loss_scale" not in t or t["loss_scale"].notna().sum() < 2: return None
     s = t[t["loss_scale"].notna()]
-    last, peak = float(s["loss_scale"].iloc[-1]), float(s["loss_scale"].max())
+    v, steps = s["loss_scale"].to_numpy(), s["step"].to_numpy()
+    searching = 0  # the start-up search (halving from the initial scale until steps stop overflowing) is no collapse
+    while searching + 1 < len(v) and v[searching + 1] < v[searching] and steps[searching + 1] <= SCALE_SEARCH: searching += 1
+    last, peak = float(v[-1]), float(v[searching:].max())
     if last > MIN_LOSS_SCALE and peak / max(last, 1e-12) < SCALE_FALL: return None
     changes = {"precision": "bf16"}
     if cfg: changes["optimizer.lr"] = float(f"{cfg.optimizer.lr / 2:.3g}")

@@ -338,7 +338,9 @@ def plan_hardware(
             if offload_optimizer is not None and off_opt != offload_optimizer: continue
             if offload_param is not None and off_param != offload_param: continue
             gpus = num_gpus or per_node * nodes
-            if stage > 0 and gpus == 1 and not off_opt and zero_stage is None: continue  # nothing to partition on one GPU
+            if precision == "fp16" and stage == 0: continue  # DeepSpeed's ZeRO-0 fp16 does not scale the loss: stage 1 stands in
+            if stage > 0 and gpus == 1 and not off_opt and zero_stage is None and not (precision == "fp16" and stage == 1):
+                continue  # nothing to partition on one GPU
             if mode == "full" and mixed and stage >= 2:
                 gpu, cpu = _deepspeed_states(stage, off_opt, off_param, P, largest, per_node, nodes)
                 cpu, source = (cpu if off_opt else 0.0), "deepspeed"  # without offload DeepSpeed counts load-time memory

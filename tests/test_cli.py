@@ -44,7 +44,7 @@ def test_config_check_valid_and_invalid(root, tmp_path):
 
 
 def test_config_check_json_and_overrides(root):
-    r = run("config", "check", str(root / "examples" / "tiny-cpu.yaml"), "precision=fp16", "gradient_clipping=0", "--json")
+    r = run("config", "check", str(root / "examples" / "tiny-cpu.yaml"), "precision=fp16", "zero.stage=1", "gradient_clipping=0", "--json")
     out = json.loads(r.stdout)
     assert out["valid"] and r.returncode == 0  # fp16 is legal in itself; --here would reject it on a CPU
     assert any(p["field"] == "gradient_clipping" and p["level"] == "warning" for p in out["problems"])

@@ -13,6 +13,7 @@ BAD = [
     ("fp16 and bf16 both on", dict(precision="fp16", deepspeed={"bf16": {"enabled": True}}), "precision", "both on"),
     ("bf16 and fp16 both on", dict(precision="bf16", deepspeed={"fp16": {"enabled": True}}), "precision", "both on"),
     ("precision the hardware cannot run", dict(precision="fp16"), "precision", "not supported on this hardware"),
+    ("fp16 at ZeRO 0 (DeepSpeed leaves the loss unscaled)", dict(precision="fp16", zero={"stage": 0}), "zero.stage", "zero.stage: 1"),
     ("optimizer offload at stage 0", dict(zero={"stage": 0, "offload_optimizer": True}), "zero.offload_optimizer", "stage 1, 2 or 3"),
     ("parameter offload below stage 3", dict(zero={"stage": 2, "offload_optimizer": True, "offload_param": True}),
      "zero.offload_param", "stage 3"),
@@ -68,7 +69,7 @@ def test_every_problem_at_once():
 
 
 WARN = [
-    ("fp16 without clipping", dict(precision="fp16", gradient_clipping=0), "gradient_clipping"),
+    ("fp16 without clipping", dict(precision="fp16", gradient_clipping=0, zero={"stage": 1}), "gradient_clipping"),
     ("high full fine-tuning LR", dict(optimizer={"lr": 0.01}), "optimizer.lr"),
     ("checkpoint after the end", dict(max_steps=100, checkpoint_every=500), "checkpoint_every"),
     ("more processes than devices", dict(world_size=16), "world_size"),
