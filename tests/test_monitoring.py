@@ -86,8 +86,10 @@ def test_follow_scrape_checkpoint_and_stop(tmp_path):
         assert stopped_at in job.checkpoints()
         assert "deepseek_wb_step" not in str(_try_scrape(url)), "the endpoint outlived the job"
 
-        # A healthy run: nothing to report.
-        assert diagnose(job.run_dir) == []
+        # A healthy run: nothing to report. Its throughput is left out: this test's own process (the panel, the
+        # scrapes) shares the two cores with a job whose steps take 20 ms, so the job's last lines can really
+        # be slower (seen once in CI: 53% of its median). The throughput check is tested on synthetic runs.
+        assert [f for f in diagnose(job.run_dir) if f.kind != "throughput_drop"] == []
     finally:
         job.stop(grace=10)
         busy.close()
