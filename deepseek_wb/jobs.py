@@ -331,10 +331,6 @@ def remove_stale_shm(min_age: float = 60) -> list[str]:
         except OSError: pass
     return removed
 
-def _read_status(run: RunPaths) -> dict:
-    try: return json.loads(run.status.read_text())
-    except (OSError, ValueError): return {}
-
 def supervise(run_dir: str | Path, cmd: list[str], node_rank: int = 0) -> int:
     "Run the launcher `cmd` for `run_dir`, and record how it ended if the job could not (node 0 only)."
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher and the ranks handle it; we wait for them
@@ -343,7 +339,7 @@ def supervise(run_dir: str | Path, cmd: list[str], node_rank: int = 0) -> int:
     code = subprocess.call(cmd)
     remove_stale_shm()
     if node_rank != 0: return code  # node 0 owns the run's status
-    status = _read_status(run)
+    status = Job(run.root)._status_file()
     if status.get("state") in (None, "queued", "running"):
         cause = cause_from_logs(run.root) or f"the launcher exited with code {code}"
         atomic_write_json(run.status, {**status, "state": "failed", "exit_code": code, "ended_at": time.time(), "error": cause})
