@@ -51,7 +51,7 @@ BARE = r'''
 import json, sys, time, torch, deepspeed
 from deepseek_wb.config import RunConfig
 from deepseek_wb.models import build_model
-from deepseek_wb.train import default_dist_env
+from deepseek_wb.distributed import default_dist_env
 cfg = RunConfig.model_validate_json(sys.argv[1]); default_dist_env()
 torch.manual_seed(0)
 model = build_model(cfg)
@@ -69,7 +69,7 @@ TRAINER = r'''
 import json, sys, time, torch, os
 from deepseek_wb.config import RunConfig
 from deepseek_wb.models import build_model
-from deepseek_wb.train import default_dist_env
+from deepseek_wb.distributed import default_dist_env
 from transformers import Trainer, TrainingArguments, TrainerCallback
 cfg = RunConfig.model_validate_json(sys.argv[1]); default_dist_env()
 torch.manual_seed(0)

@@ -8,34 +8,37 @@ Docs: https://deepseek-wb.github.io/deepseek_wb/checkpoints.html.md"""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
+import stat
 import warnings
 from pathlib import Path
 
 from .core import atomic_write, atomic_write_json
 
 # %% auto #0
-__all__ = ['MARKER', 'POINTER', 'step_dirs', 'complete_checkpoints', 'latest_checkpoint', 'mark_complete', 'prune']
+__all__ = ['MARKER', 'POINTER', 'step_dirs', 'complete_checkpoints', 'latest_checkpoint', 'file_sizes', 'mark_complete',
+           'verify_checkpoint', 'remove_checkpoint', 'prune', 'trust_problems']
 
 # %% ../nbs/21_checkpoints.ipynb #7d482eaa
 MARKER, POINTER = "COMPLETE", "latest"
 _STEP = re.compile(r"^step_(\d+)$")
 
 def step_dirs(root: str | Path) -> list[tuple[int, Path]]:
-    "Every `step_<N>` folder under `root`, oldest first."
+    "Every `step_<N>` folder under `root` (real folders, not links), oldest first."
     root = Path(root)
     if not root.is_dir(): return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP.match(p.name))]
+    found = [(int(m.group(1)), p) for p in root.iterdir()
+             if (m := _STEP.match(p.name)) and p.is_dir() and not p.is_symlink()]
     return sorted(found)
 
 def complete_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
-    "The whole checkpoints under `root` (those with a COMPLETE marker), oldest first."
+    "The checkpoints under `root` that carry a COMPLETE marker, oldest first (`verify_checkpoint` says if one is intact)."
     return [(n, p) for n, p in step_dirs(root) if (p/MARKER).is_file()]
 
 def latest_checkpoint(root: str | Path, clean: bool = False) -> tuple[int, Path] | None:
-    "The newest whole checkpoint; partial ones newer than it are reported (and removed when `clean`)."
+    "The newest marked checkpoint; partial ones newer than it are reported (and removed when `clean`)."
     whole = complete_checkpoints(root)
     newest = whole[-1][0] if whole else -1
     for n, p in step_dirs(root):
@@ -44,19 +47,74 @@ def latest_checkpoint(root: str | Path, clean: bool = False) -> tuple[int, Path]
             if clean: shutil.rmtree(p, ignore_errors=True)
     return whole[-1] if whole else None
 
-def mark_complete(path: str | Path, **info):
-    "Mark checkpoint folder `path` whole and point `latest` at it (call once every rank has written)."
+# %% ../nbs/21_checkpoints.ipynb #d0786f4a
+def _fsync(path: Path, directory: bool = False):
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
+def file_sizes(path: str | Path) -> dict[str, int]:
+    "Every regular file under folder `path` (the marker aside) -> its size in bytes, by relative path."
     path = Path(path)
-    atomic_write_json(path/MARKER, info)
+    return {p.relative_to(path).as_posix(): p.stat().st_size for p in sorted(path.rglob("*"))
+            if p.is_file() and not p.is_symlink() and p.name != MARKER}
+
+def mark_complete(path: str | Path, **info):
+    "Flush checkpoint folder `path` to disk, mark it whole with its file list, and point `latest` at it (rank 0, once every rank has written)."
+    path = Path(path)
+    for p in [*sorted(path.rglob("*")), path]:
+        if p.is_symlink(): continue
+        try: p.chmod(p.stat().st_mode & ~0o022)  # ours alone to change, whatever the umask (see trust_problems)
+        except PermissionError: pass  # another user's file: trust_problems will say so at resume
+        _fsync(p, directory=p.is_dir())
+    atomic_write_json(path/MARKER, dict(info, files=file_sizes(path)))
+    _fsync(path, directory=True)
     atomic_write(path.parent/POINTER, path.name + "\n")
+    _fsync(path.parent, directory=True)
+
+# %% ../nbs/21_checkpoints.ipynb #17401f9e
+def verify_checkpoint(path: str | Path) -> str:
+    "Why checkpoint folder `path` cannot be trusted to be whole ('' when its files match its marker)."
+    path = Path(path)
+    try: marker = json.loads((path/MARKER).read_text())
+    except FileNotFoundError: return f"{path} has no {MARKER} marker (the save was interrupted)"
+    except (OSError, ValueError) as e: return f"{path/MARKER} cannot be read ({type(e).__name__}): it is damaged"
+    files = marker.get("files") if isinstance(marker, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, int) for v in files.values()):
+        return f"{path/MARKER} lists no files and sizes: it was not written by this version's save"
+    found = file_sizes(path)
+    for name, size in files.items():
+        if name not in found: return f"{path/name} is missing"
+        if found[name] != size: return f"{path/name} has {found[name]} bytes, the marker says {size}: it was truncated or changed"
+    return ""
+
+# %% ../nbs/21_checkpoints.ipynb #24fb9766
+def remove_checkpoint(path: str | Path):
+    "Remove checkpoint folder `path`: renamed away first, so a kill during the removal never leaves a marked checkpoint missing files."
+    path = Path(path)
+    trash = path.with_name(f".pruned-{path.name}")
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 def prune(root: str | Path, keep_last: int) -> list[Path]:
-    "Remove all but the newest `keep_last` whole checkpoints; return what was removed."
+    "Remove all but the newest `keep_last` marked checkpoints; return what was removed."
     root = Path(root)
     for left in root.glob(".pruned-*"): shutil.rmtree(left, ignore_errors=True)  # a removal a kill cut short
     gone = [p for _, p in complete_checkpoints(root)[:-keep_last]] if keep_last > 0 else []
-    for p in gone:  # renamed first: a kill during the removal never leaves a marked checkpoint missing files
-        trash = p.with_name(f".pruned-{p.name}")
-        os.replace(p, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+    for p in gone: remove_checkpoint(p)
     return gone
+
+# %% ../nbs/21_checkpoints.ipynb #21b98a83
+def trust_problems(run_dir: str | Path) -> list[str]:
+    "Why the checkpoints of `run_dir` may have been written by someone else: owners, write permissions, links ([] when none)."
+    run, uid = Path(run_dir), os.getuid()
+    ckpts = run/"checkpoints"
+    problems = []
+    for p in [run, ckpts, *(q for _, d in step_dirs(ckpts) for q in (d, *sorted(d.rglob("*"))))]:
+        try: st = p.stat() if p == run else p.lstat()  # the run directory may be reached through the user's own link
+        except FileNotFoundError: continue
+        if stat.S_ISLNK(st.st_mode): problems.append(f"{p} is a symbolic link")
+        elif st.st_uid != uid: problems.append(f"{p} belongs to uid {st.st_uid}, not to you (uid {uid})")
+        elif st.st_mode & 0o022:
+            problems.append(f"{p} is writable by {' and '.join(w for w, bit in (('its group', 0o020), ('others', 0o002)) if st.st_mode & bit)}")
+    return problems

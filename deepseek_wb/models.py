@@ -15,7 +15,7 @@ from .config import RunConfig, hf_config
 from .tokens import load_tokenizer, train_tokenizer
 
 # %% auto #0
-__all__ = ['LORA_TARGETS', 'build_tokenizer', 'build_model', 'count_parameters']
+__all__ = ['LORA_TARGETS', 'build_tokenizer', 'build_base', 'apply_mode', 'build_model', 'count_parameters', 'base_source']
 
 # %% ../nbs/20_models.ipynb #878573cd
 def build_tokenizer(cfg: RunConfig, texts=None):
@@ -27,7 +27,7 @@ def build_tokenizer(cfg: RunConfig, texts=None):
     if texts is None: raise ValueError("no tokenizer directory in the config: pass the training texts to train one")
     return train_tokenizer(texts, vocab_size=m.vocab_size, kind="wordpiece" if m.family == "bert" else "bpe")
 
-# %% ../nbs/20_models.ipynb #4e653ba4
+# %% ../nbs/20_models.ipynb #477a34fd
 LORA_TARGETS = {"gpt2": ["c_attn", "c_proj"], "bert": ["query", "key", "value"], "llama": ["q_proj", "k_proj", "v_proj", "o_proj"]}
 
 def _auto_class(task: str):
@@ -35,29 +35,38 @@ def _auto_class(task: str):
     return {"causal_lm": transformers.AutoModelForCausalLM, "masked_lm": transformers.AutoModelForMaskedLM,
             "classification": transformers.AutoModelForSequenceClassification}[task]
 
-def build_model(cfg: RunConfig, tokenizer=None) -> torch.nn.Module:
-    "The model for run config `cfg`, with its training mode applied (peft for LoRA and prompt tuning)."
+# %% ../nbs/20_models.ipynb #4e653ba4
+def build_base(cfg: RunConfig, tokenizer=None) -> torch.nn.Module:
+    "The model for run config `cfg` before its training mode: built from the config or loaded from `model.path`."
     m = cfg.model
-    cls = _auto_class(m.task)
     hf = hf_config(m)
     if m.task == "classification": hf.num_labels = m.num_labels
-    model = cls.from_pretrained(m.path, config=hf) if m.path else cls.from_config(hf)
+    model = _auto_class(m.task).from_pretrained(m.path, config=hf) if m.path else _auto_class(m.task).from_config(hf)
     if tokenizer is not None:
         if len(tokenizer) > model.get_input_embeddings().num_embeddings: model.resize_token_embeddings(len(tokenizer))
         if model.config.pad_token_id is None: model.config.pad_token_id = tokenizer.pad_token_id
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+def apply_mode(model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module:
+    "`model` ready for `cfg.mode`: itself for full fine-tuning, wrapped by peft for LoRA and prompt tuning."
     if cfg.mode == "full": return model
     import peft
-    task = {"causal_lm": peft.TaskType.CAUSAL_LM, "classification": peft.TaskType.SEQ_CLS}.get(m.task)
+    task = {"causal_lm": peft.TaskType.CAUSAL_LM, "classification": peft.TaskType.SEQ_CLS}.get(cfg.model.task)
     if cfg.mode == "lora":
         pc = peft.LoraConfig(task_type=task, r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                             target_modules=cfg.lora.target_modules or LORA_TARGETS[m.family],
-                             fan_in_fan_out=m.family == "gpt2")  # GPT-2 stores its projections transposed (Conv1D)
+                             target_modules=cfg.lora.target_modules or LORA_TARGETS[cfg.model.family],
+                             fan_in_fan_out=cfg.model.family == "gpt2")  # GPT-2 stores its projections transposed (Conv1D)
     else:
         pc = peft.PromptTuningConfig(task_type=task, num_virtual_tokens=cfg.prompt.num_virtual_tokens)
     return peft.get_peft_model(model, pc)
 
+def build_model(cfg: RunConfig, tokenizer=None) -> torch.nn.Module:
+    "The model for run config `cfg`, with its training mode applied (peft for LoRA and prompt tuning)."
+    return apply_mode(build_base(cfg, tokenizer), cfg)
+
+# %% ../nbs/20_models.ipynb #03b2a535
 def count_parameters(model: torch.nn.Module) -> dict:
     "Total and trainable parameters (shared tensors counted once)."
     seen, total, trainable = set(), 0, 0
@@ -65,3 +74,12 @@ def count_parameters(model: torch.nn.Module) -> dict:
         if id(p) in seen: continue
         seen.add(id(p)); total += p.numel(); trainable += p.numel() if p.requires_grad else 0
     return dict(total=total, trainable=trainable, trainable_share=trainable / max(total, 1))
+
+# %% ../nbs/20_models.ipynb #57683969
+def base_source(cfg: RunConfig, base: torch.nn.Module) -> str | None:
+    "Where adapter training's frozen `base` can be loaded from as it is: `model.path` (resolved), or None when only this run has it."
+    if not cfg.model.path: return None
+    from transformers import AutoConfig
+    if AutoConfig.from_pretrained(cfg.model.path).vocab_size != base.get_input_embeddings().num_embeddings: return None
+    local = Path(cfg.model.path)
+    return str(local.resolve()) if local.is_dir() else cfg.model.path

@@ -8,10 +8,11 @@ Docs: https://deepseek-wb.github.io/deepseek_wb/train.html.md"""
 from __future__ import annotations
 
 import argparse
-import contextlib
+import json
 import math
 import os
 import random
+import shutil
 import signal
 import socket
 import sys
@@ -21,19 +22,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import latest_checkpoint, mark_complete, prune
+from .checkpointing import restore_checkpoint, save_checkpoint
 from .config import RunConfig
 from .core import RunPaths, atomic_write_json, cache_dir, failure_hint
 from .data import load_texts
+from .distributed import all_reduce, default_dist_env, everyone, leave, rank_zero_first
 from .env import quiet_deepspeed
-from .models import build_model, build_tokenizer, count_parameters
+from .models import apply_mode, base_source, build_base, build_tokenizer, count_parameters
 from .telemetry import SCHEMA_VERSION, ActivationStats, RunWriter
 from .tokens import load_tokenizer, tokenize
 
 # %% auto #0
-__all__ = ['Batches', 'split', 'make_collate', 'default_dist_env', 'all_reduce', 'leave', 'rank_zero_first', 'rng_state',
-           'set_rng_state', 'grad_norm', 'take_request', 'loss_scale', 'memory_mb', 'save', 'resume', 'evaluate',
-           'accuracy', 'NonFiniteLoss', 'parse_args', 'main', 'save_final']
+__all__ = ['Batches', 'split', 'make_collate', 'grad_norm', 'take_request', 'loss_scale', 'memory_mb', 'evaluate', 'accuracy',
+           'NonFiniteLoss', 'parse_args', 'main', 'save_base', 'save_final']
 
 # %% ../nbs/23_train.ipynb #be49d923
 class Batches:
@@ -80,45 +81,6 @@ def make_collate(cfg: RunConfig, tokenizer):
     return lambda rows: lm([dict(input_ids=r["input_ids"]) for r in rows])
 
 # %% ../nbs/23_train.ipynb #0a67cea7
-def default_dist_env():
-    "Set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT for a single process, when no launcher did."
-    if "RANK" in os.environ: return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
-    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-
-def all_reduce(values: list[float], op: str = "sum") -> list[float]:
-    "All-reduce a few floats across ranks (sum, max or min)."
-    import deepspeed.comm as dist
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.get_world_size() > 1:
-        dist.all_reduce(t, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op])
-    return t.tolist()
-
-def leave():
-    "Wait for every rank, then take the process group down (the run's work is done: a failure here is only reported)."
-    import deepspeed.comm as dist
-    try: dist.barrier(); dist.destroy_process_group()
-    except Exception as e: print(f"warning: leaving the process group: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-
-@contextlib.contextmanager
-def rank_zero_first(rank: int):
-    "Run the block on rank 0 first (it writes what the others then read: a tokenizer, a cache), then on the rest."
-    import deepspeed.comm as dist
-    if rank != 0: dist.barrier()
-    yield
-    if rank == 0: dist.barrier()
-
-def rng_state() -> dict:
-    "Every RNG this process draws from."
-    state = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
-    if torch.cuda.is_available(): state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-def set_rng_state(state: dict):
-    random.setstate(state["python"]); np.random.set_state(state["numpy"]); torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["cuda"])
-
 def grad_norm(model) -> float:
     "The global L2 norm of the gradients held on this rank's parameters (ZeRO-0: every rank holds them all)."
     norms = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
@@ -147,39 +109,6 @@ def memory_mb() -> float:
     if torch.cuda.is_available(): return torch.cuda.max_memory_allocated() / 2**20
     import psutil
     return psutil.Process().memory_info().rss / 2**20
-
-# %% ../nbs/23_train.ipynb #30764964
-def save(engine, run: RunPaths, step: int, batches: Batches, writer: RunWriter, cfg: RunConfig, **extra):
-    "Save a whole checkpoint at `step` (every rank calls this)."
-    import deepspeed.comm as dist
-    tag = f"step_{step}"
-    engine.save_checkpoint(str(run.checkpoints), tag=tag, client_state=dict(step=step, data=batches.state(), **extra),
-                           save_latest=False)
-    path = run.checkpoints/tag
-    tmp = path/f".rng_rank{dist.get_rank()}.pt.tmp"
-    torch.save(rng_state(), tmp); os.replace(tmp, path/f"rng_rank{dist.get_rank()}.pt")
-    dist.barrier()
-    if dist.get_rank() == 0:
-        mark_complete(path, step=step, world_size=dist.get_world_size(), time=time.time())
-        prune(run.checkpoints, cfg.keep_last)
-        writer.event("checkpoint_saved", step=step, path=str(path))
-    dist.barrier()
-
-def resume(engine, run: RunPaths, batches: Batches, writer: RunWriter) -> dict:
-    "Load the newest whole checkpoint, if any: restores weights, optimizer, scheduler, data position and RNG."
-    import deepspeed.comm as dist
-    found = latest_checkpoint(run.checkpoints, clean=dist.get_rank() == 0)
-    dist.barrier()
-    if found is None: return {}
-    step, path = found
-    _, client = engine.load_checkpoint(str(run.checkpoints), tag=path.name)
-    batches.load(client["data"])
-    rng = path/f"rng_rank{dist.get_rank()}.pt"
-    if os.environ.get("DEEPSEEK_WB_RESTORE_RNG", "1") != "0":
-        if not rng.is_file(): raise RuntimeError(f"{path} has no RNG state for rank {dist.get_rank()}: was it saved with another world size?")
-        set_rng_state(torch.load(rng, weights_only=False))
-    writer.event("resumed", step=step, path=str(path))
-    return client
 
 # %% ../nbs/23_train.ipynb #b8ab4069
 def evaluate(engine, rows, collate, cfg: RunConfig, rank: int, world: int) -> dict:
@@ -273,12 +202,18 @@ def main(argv=None) -> int:
         collate = make_collate(cfg, tokenizer)
 
         # --- model and engine ------------------------------------------------------------------
-        model = build_model(cfg, tokenizer)
+        base = build_base(cfg, tokenizer)
+        base_at = None if cfg.mode == "full" else base_source(cfg, base)
+        if cfg.mode != "full" and base_at is None:  # only this run has the frozen base its adapter needs: saved once, as built
+            base_at = str(run.root.resolve()/"base")
+            if rank == 0: save_base(base, run)
+        model = apply_mode(base, cfg)
         params = count_parameters(model)
         engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
                                           config=cfg.to_deepspeed())
         batches = Batches(len(train_set), cfg.micro_batch_size, rank, world, cfg.seed)
-        client = resume(engine, run, batches, writer)
+        client = restore_checkpoint(engine, run, writer)
+        if client: batches.load(client["data"])
         if not client:
             writer.event("started", schema=SCHEMA_VERSION, params=params["total"], trainable_params=params["trainable"],
                          train_sequences=len(train_set), eval_sequences=len(eval_set), load_problems=dict(load_report.problems))
@@ -331,7 +266,7 @@ def main(argv=None) -> int:
             told = rank == 0 and take_request(run.control/"stop")  # Job.stop: reaches ranks on every node
             stopping, asked = (v > 0 for v in all_reduce([float(stop["requested"] or told), float(asked)], "max"))
             if step % cfg.checkpoint_every == 0 or stopping or asked or step == cfg.max_steps:
-                save(engine, run, step, batches, writer, cfg, nan_total=nan_total)
+                save_checkpoint(engine, run, step, batches.state(), writer, cfg.keep_last, nan_total=nan_total)
             if stopping:
                 leave()
                 writer.event("stopped", step=step); writer.status("stopped", ended_at=time.time(), exit_code=0, step=step)
@@ -341,7 +276,7 @@ def main(argv=None) -> int:
         # --- the end: final evaluation, the model in Hugging Face format --------------------------
         if eval_set.num_rows and engine.global_steps % cfg.eval_every:  # unless the last step just evaluated
             writer.eval(engine.global_steps, **evaluate(engine, eval_set, collate, cfg, rank, world))
-        save_final(engine, cfg, tokenizer, run, rank)
+        save_final(engine, cfg, tokenizer, run, rank, base_at)
         leave()
         writer.event("finished", step=engine.global_steps)
         writer.status("finished", ended_at=time.time(), exit_code=0, step=engine.global_steps)
@@ -356,22 +291,40 @@ def main(argv=None) -> int:
         raise
 
 # %% ../nbs/23_train.ipynb #75702a14
-def save_final(engine, cfg: RunConfig, tokenizer, run: RunPaths, rank: int):
-    "Save the trained model (and tokenizer) in Hugging Face format under `final/` (every rank calls this)."
-    state = engine._zero3_consolidated_16bit_state_dict() if cfg.zero.stage == 3 else None
+def save_base(model, run: RunPaths) -> Path:
+    "Save adapter training's frozen base `model` under the run's `base/`, once (a resumed run has it already)."
+    path = run.root/"base"
+    if (path/"config.json").is_file(): return path
+    tmp = run.root/".base.tmp"
+    for old in (tmp, path):
+        if old.exists() or old.is_symlink(): shutil.rmtree(old)  # a save a crash cut short
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    os.replace(tmp, path)
+    return path
+
+def save_final(engine, cfg: RunConfig, tokenizer, run: RunPaths, rank: int, base_at: str | None = None):
+    "Save the trained model and tokenizer under `final/` (an adapter naming its base `base_at`), and `merged/` with `merge_lora` (every rank calls this)."
+    state = engine._zero3_consolidated_16bit_state_dict() if cfg.zero.stage == 3 else None  # gathered to rank 0: a collective
     error = None
     if rank == 0:
-        try:
-            model = engine.module
-            model.save_pretrained(str(run.root/"final"), state_dict=state, safe_serialization=True)
-            tokenizer.save_pretrained(str(run.root/"final"))
-            if cfg.mode == "lora" and cfg.merge_lora and state is None:
-                merged = model.merge_and_unload()
-                merged.save_pretrained(str(run.root/"merged"), safe_serialization=True)
-                tokenizer.save_pretrained(str(run.root/"merged"))
+        try: _save_final(engine.module, state, cfg, tokenizer, run, base_at)
         except Exception as e: error = e
-    if all_reduce([float(error is None)], "min")[0] < 1:  # every rank learns of it: none waits on for a rank that gave up
+    if not everyone(error is None):  # every rank learns of it: none waits on for a rank that gave up
         raise error or RuntimeError("rank 0 could not save the final model (its log says why)")
+
+def _save_final(model, state, cfg: RunConfig, tokenizer, run: RunPaths, base_at: str | None):
+    final = run.root/"final"
+    model.save_pretrained(str(final), state_dict=state, safe_serialization=True)
+    tokenizer.save_pretrained(str(final))
+    if cfg.mode != "full":
+        adapter = json.loads((final/"adapter_config.json").read_text())
+        atomic_write_json(final/"adapter_config.json", dict(adapter, base_model_name_or_path=base_at))
+    if cfg.mode == "lora" and cfg.merge_lora:
+        if state is not None:  # ZeRO-3 leaves a shard of each weight here: merge a whole copy
+            model = apply_mode(build_base(cfg, tokenizer), cfg)
+            model.load_state_dict(state)
+        model.merge_and_unload().save_pretrained(str(run.root/"merged"), safe_serialization=True)
+        tokenizer.save_pretrained(str(run.root/"merged"))
 
 # %% ../nbs/23_train.ipynb #32e18c16
 if __name__ == "__main__" and "IPython" not in sys.modules:  # run as a script, not while this notebook runs
