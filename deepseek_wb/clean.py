@@ -69,6 +69,8 @@ class Unicode(TextRule):
     "Unicode normalization (NFKC folds full-width forms, ligatures and compatibility characters)."
     name: ClassVar[str] = "unicode"
     form: str = "NFKC"
+    def __post_init__(self):
+        if self.form not in ("NFC", "NFD", "NFKC", "NFKD"): raise ValueError(f"unicode rule: form must be NFC, NFD, NFKC or NFKD, not {self.form!r}")
     def __call__(self, text): return unicodedata.normalize(self.form, text)
 
 # a tag starts with a letter, "/" or "!" after "<", so comparisons such as "a < b > c" survive
@@ -124,6 +126,8 @@ class Length(TextRule):
     tokenizer: str | None = None     # a local tokenizer directory; default: whitespace words
     def __post_init__(self):
         if self.action not in ("drop", "truncate"): raise ValueError(f"length rule: action must be drop or truncate, not {self.action!r}")
+        if self.min_tokens < 0: raise ValueError(f"length rule: min_tokens must be 0 or more, not {self.min_tokens}")
+        if self.max_tokens is not None and self.max_tokens < 1: raise ValueError(f"length rule: max_tokens must be 1 or more, not {self.max_tokens}")
         if self.max_tokens is not None and self.max_tokens < self.min_tokens:
             raise ValueError(f"length rule: max_tokens {self.max_tokens} < min_tokens {self.min_tokens}")
         self._tok = None
@@ -174,10 +178,15 @@ class NearDedup(DatasetRule):
     seed: int = 1
     def __post_init__(self):
         if not 0 < self.threshold < 1: raise ValueError(f"near_dedup rule: threshold must be in (0, 1), not {self.threshold}")
+        if self.ngram < 1: raise ValueError(f"near_dedup rule: ngram must be 1 or more, not {self.ngram}")
+        from datasketch import MinHashLSH
+        try: MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)  # too few permutations for the threshold fail here, not mid-run
+        except ValueError as e: raise ValueError(f"near_dedup rule: num_perm {self.num_perm} is too small for threshold {self.threshold} ({e}); use 128") from None
     def signatures(self, texts: list[str], num_proc: int = 1):
         "MinHash signatures of `texts` (a uint64 array per text)."
         import numpy as np
         from datasketch import MinHash
+        if not texts: return np.empty((0, self.num_perm), dtype=np.uint64)  # datasets' map of no rows has no "sig" column
         def sig(batch):
             hs = MinHash.bulk([_shingles(t, self.ngram) for t in batch["text"]], num_perm=self.num_perm, seed=self.seed)
             return {"sig": [h.hashvalues.astype(np.uint64) for h in hs]}
@@ -240,14 +249,17 @@ class CleanReport:
     rows_in: int
     rows_out: int
     rules: list[RuleReport]
+    why_empty: str | None = None  # when no row is left: the input had none, or the rule after which none was left
     def __str__(self):
-        lines = [f"{self.rows_in} rows in, {self.rows_out} out"]
+        lines = [f"{self.rows_in} rows in, {self.rows_out} out" + (f": {self.why_empty}" if self.why_empty else "")]
         for r in self.rules:
             lines.append(f"  {r.rule['rule']:<12} changed {r.changed:>6}  removed {r.removed:>6}"
                          + (f"  ({len(r.clusters)} clusters)" if r.clusters else ""))
         return "\n".join(lines)
     __repr__ = __str__
     def to_dict(self) -> dict: return dataclasses.asdict(self)
+
+_STR, _INT = datasets.Value("string"), datasets.Value("int64")  # column types that hold with no rows too
 
 def _text_pass(rules: list[TextRule], offset: int):
     "A batched map function applying `rules` to live rows, updating their change bits and removal mark."
@@ -262,6 +274,13 @@ def _text_pass(rules: list[TextRule], offset: int):
             texts.append(text); changed.append(bits); removed_by.append(gone)
         return {"text": texts, "_changed": changed, "_removed_by": removed_by}
     return fn
+
+def _check_texts(ds: datasets.Dataset):
+    "Raise a ValueError when `ds` has no `text` column of strings."
+    if "text" not in ds.column_names:
+        raise ValueError(f"the dataset has no 'text' column (its columns: {', '.join(ds.column_names)}); rename the column that holds the text")
+    if getattr(ds.features["text"], "dtype", None) not in ("string", "large_string", "null"):
+        raise ValueError(f"the 'text' column holds {ds.features['text']}, not text")
 
 def _on_disk(ds: datasets.Dataset) -> datasets.Dataset:
     "`ds` written to a temporary Arrow folder and memory-mapped, so worker processes read it instead of receiving a copy."
@@ -290,9 +309,13 @@ class Pipeline:
         return out
     def run(self, ds: datasets.Dataset, num_proc: int | None = None, annotate: bool = False) -> tuple[datasets.Dataset, CleanReport]:
         "Apply the rules to the `text` column of `ds`; with `annotate`, keep every row with its `_changed`/`_removed_by` marks."
-        if "source" not in ds.column_names: ds = ds.add_column("source", [f"row {i}" for i in range(len(ds))])
+        _check_texts(ds)
+        if "source" not in ds.column_names: ds = ds.add_column("source", [f"row {i}" for i in range(len(ds))], feature=_STR)
         original, clusters = column(ds, "text"), {}
-        if num_proc and num_proc > 1 and not ds.cache_files: ds = _on_disk(ds)
+        if None in original:
+            raise ValueError(f"{original.count(None)} rows have no text (first: {column(ds, 'source')[original.index(None)]}); drop them "
+                             "first, e.g. ds.filter(lambda t: t is not None, input_columns='text'), or load with load_texts, which counts and skips them")
+        if num_proc and num_proc > 1 and len(ds) and not ds.cache_files: ds = _on_disk(ds)
         i = 0
         while i < len(self.rules):
             if isinstance(self.rules[i], DatasetRule):
@@ -303,9 +326,9 @@ class Pipeline:
                         desc=f"cleaning ({', '.join(r.name for r in self.rules[i:j])})")
             i = j
         for name, value in (("_changed", 0), ("_removed_by", -1)):  # a pipeline of no text rules
-            if name not in ds.column_names: ds = ds.add_column(name, [value] * len(ds))
+            if name not in ds.column_names: ds = ds.add_column(name, [value] * len(ds), feature=_INT)
         report = self._report(ds, original, clusters)
-        if annotate: return ds.add_column("original", original), report
+        if annotate: return ds.add_column("original", original, feature=_STR), report
         ds = ds.filter(lambda r: [x < 0 for x in r], input_columns="_removed_by", batched=True, num_proc=num_proc)
         return ds.remove_columns(["_changed", "_removed_by"]), report
     def _dedup(self, ds, k, num_proc) -> tuple[datasets.Dataset, list[list[int]]]:
@@ -315,7 +338,7 @@ class Pipeline:
         dupes, groups = self.rules[k].find([texts[n] for n in alive], num_proc or 1)
         for d in dupes: removed_by[alive[d]] = k
         if "_removed_by" in ds.column_names: ds = ds.remove_columns("_removed_by")
-        ds = ds.add_column("_removed_by", removed_by)
+        ds = ds.add_column("_removed_by", removed_by, feature=_INT)
         return ds, [[alive[n] for n in g] for g in groups]
     def _report(self, ds, original, clusters) -> CleanReport:
         changed, removed_by, sources = (column(ds, c) for c in ("_changed", "_removed_by", "source"))
@@ -333,4 +356,8 @@ class Pipeline:
                 rep.examples = [(c[1], None, None) for c in rep.clusters[:self.n_examples]]
             reports.append(rep)
         alive = sum(1 for r in removed_by if r < 0)
-        return CleanReport(len(ds), alive, reports)
+        why = None
+        if not alive:
+            last = max(removed_by, default=-1)  # rules run in order: after the last one that removed a row, none was left
+            why = "the input has no rows" if last < 0 else f"no rows left after rule {last + 1} ({self.rules[last].name}), which removed {reports[last].removed}"
+        return CleanReport(len(ds), alive, reports, why)

@@ -8,21 +8,31 @@ Docs: https://deepseek-wb.github.io/deepseek_wb/data.html.md"""
 from __future__ import annotations
 
 import ast
+import codecs
 import collections
 import csv
 import functools
-import io
+import hashlib
 import json
+import os
+import re
+import shutil
 import sysconfig
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from .core import atomic_write
+from . import __version__
+from .core import atomic_write_json
 
 # %% auto #0
-__all__ = ['TEXT_SUFFIXES', 'DataError', 'LoadReport', 'load_texts', 'column', 'demo_corpus', 'text_stats', 'save_texts']
+__all__ = ['TEXT_SUFFIXES', 'OUTPUT_MARKER', 'DataError', 'LoadReport', 'load_texts', 'column', 'demo_corpus', 'text_stats',
+           'OutputExists', 'check_output', 'save_texts']
 
 # %% ../nbs/10_data.ipynb #8aa1b6c9
 class DataError(ValueError):
@@ -55,6 +65,31 @@ class LoadReport:
 TEXT_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv",
                  ".txt": "txt", ".text": "txt", ".md": "txt", ".parquet": "parquet"}
 
+# what a file under a text suffix may really be, by its first bytes, and what to do about it
+_NOT_TEXT = {b"PAR1": ("a Parquet file", "give it the suffix .parquet"),
+             b"PK\x03\x04": ("a zip archive (or an Excel workbook)", "extract it, or save the sheet as CSV"),
+             b"\x1f\x8b": ("gzip-compressed", "decompress it first (gunzip)"),
+             b"\xff\xfe": ("UTF-16 text", "save it again as UTF-8"),
+             b"\xfe\xff": ("UTF-16 text", "save it again as UTF-8")}
+
+def _check_text(path: Path, head: bytes):
+    "Raise a DataError when `head`, the start of `path`, is not UTF-8 text."
+    for magic, (what, todo) in _NOT_TEXT.items():
+        if head.startswith(magic): raise DataError(f"{path}: this is {what}, not UTF-8 text; {todo}")
+    text = head.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd") - head.count("\ufffd".encode()) + text.count("\x00")
+    if bad >= 8 and bad > len(text) / 10:  # a few bad bytes are a dirty text file, counted line by line
+        raise DataError(f"{path}: not UTF-8 text ({bad} of its first {len(text)} characters are NUL or undecodable): "
+                        "a binary file, or text in another encoding; convert it to UTF-8, or give it the suffix of its real format")
+
+def _lines(path: Path):
+    "The lines of text file `path` as (line number, bytes), once its start is checked to be text; a UTF-8 BOM is dropped."
+    with open(path, "rb") as f:
+        _check_text(path, f.read(65536))
+        f.seek(0)
+        for i, raw in enumerate(f, 1):
+            yield i, (raw.removeprefix(codecs.BOM_UTF8) if i == 1 else raw)
+
 def _decode(raw: bytes, loc: str, report: LoadReport) -> str:
     try: text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -66,39 +101,76 @@ def _decode(raw: bytes, loc: str, report: LoadReport) -> str:
     return text
 
 def _read_jsonl(path: Path, report: LoadReport, strict: bool):
-    with open(path, "rb") as f:
-        for i, raw in enumerate(f, 1):
-            loc = f"{path}:{i}"
-            if not raw.strip(): continue
-            text = _decode(raw, loc, report)
-            try: rec = json.loads(text)
-            except json.JSONDecodeError as e:
-                if strict:
-                    raise DataError(f"{loc}: malformed JSON ({e.msg} at column {e.colno}); fix the line, "
-                                    "or load with strict=False to skip and count such lines") from None
-                report.add("malformed_json", loc); continue
-            if not isinstance(rec, dict):
-                if strict: raise DataError(f"{loc}: expected a JSON object per line, got {type(rec).__name__}")
-                report.add("malformed_json", loc); continue
-            yield loc, rec
+    for i, raw in _lines(path):
+        loc = f"{path}:{i}"
+        if not raw.strip(): continue
+        text = _decode(raw, loc, report)
+        try: rec = json.loads(text)
+        except json.JSONDecodeError as e:
+            if strict:
+                raise DataError(f"{loc}: malformed JSON ({e.msg} at column {e.colno}); fix the line, "
+                                "or load with strict=False to skip and count such lines") from None
+            report.add("malformed_json", loc); continue
+        if not isinstance(rec, dict):
+            if strict: raise DataError(f"{loc}: expected a JSON object per line, got {type(rec).__name__}")
+            report.add("malformed_json", loc); continue
+        yield loc, rec
 
 def _read_csv(path: Path, report: LoadReport, strict: bool):
-    with open(path, "rb") as f: raw = f.read()
-    lines = [_decode(l, f"{path}:{i}", report) for i, l in enumerate(raw.splitlines(keepends=True), 1)]
-    reader = csv.DictReader(io.StringIO("".join(lines)), delimiter="\t" if path.suffix == ".tsv" else ",")
-    for rec in reader:
-        if None in rec:  # more fields than the header
-            loc = f"{path}:{reader.line_num}"
-            if strict: raise DataError(f"{loc}: {len(rec[None]) + len(reader.fieldnames)} fields, the header has {len(reader.fieldnames)}")
+    csv.field_size_limit(2**31 - 1)  # one document can pass the default 128 KiB; 2**31-1 fits every platform's C long
+    lines = (_decode(raw, f"{path}:{i}", report) for i, raw in _lines(path))
+    rows = csv.reader(lines, delimiter="\t" if path.suffix.lower() == ".tsv" else ",", strict=True)
+    try: header = next(rows, None)
+    except csv.Error as e: raise DataError(f"{path}:1: malformed CSV header ({e}); fix the first line") from None
+    if header is None: return  # an empty file
+    while True:
+        start = rows.line_num + 1
+        try: row = next(rows)
+        except StopIteration: return
+        except csv.Error as e:
+            loc = f"{path}:{start}"  # where the bad row starts: a quote left open there runs on to the end of the file
+            if strict: raise DataError(f"{loc}: malformed CSV ({e}, at line {rows.line_num}); fix the row, "
+                                       "or load with strict=False to skip and count such rows") from None
             report.add("malformed_csv", loc); continue
-        yield f"{path}:{reader.line_num}", rec
+        if not row: continue  # a blank line
+        loc = f"{path}:{rows.line_num}"
+        if len(row) != len(header):
+            if strict: raise DataError(f"{loc}: {len(row)} fields, the header has {len(header)}; fix the line, "
+                                       "or load with strict=False to skip and count such rows")
+            report.add("malformed_csv", loc); continue
+        yield loc, dict(zip(header, row))
 
 def _read_txt(path: Path, report: LoadReport, strict: bool):
-    with open(path, "rb") as f:
-        for i, raw in enumerate(f, 1):
-            yield f"{path}:{i}", {"text": _decode(raw.rstrip(b"\r\n"), f"{path}:{i}", report)}
+    for i, raw in _lines(path):
+        yield f"{path}:{i}", {"text": _decode(raw.rstrip(b"\r\n"), f"{path}:{i}", report)}
 
 _READERS = {"jsonl": _read_jsonl, "csv": _read_csv, "txt": _read_txt}
+
+def _is_text(t: pa.DataType) -> bool:
+    "Whether Arrow type `t` holds strings."
+    if pa.types.is_dictionary(t): t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+def _check_columns(where, schema: pa.Schema, text_column: str, label_column: str | None):
+    "Raise a DataError naming the columns there are when a column asked for is missing, or the text column holds no text."
+    for name, what in ((text_column, "text"), (label_column, "label")):
+        if name and name not in schema.names:
+            raise DataError(f"{where}: no {what} column '{name}'; the columns are: {', '.join(schema.names)}")
+    if not _is_text(t := schema.field(text_column).type):
+        raise DataError(f"{where}: the text column '{text_column}' holds {t}, not text; name the column that holds the text")
+
+def _read_parquet(path: Path, text_column: str, label_column: str | None):
+    try:
+        f = pq.ParquetFile(path)
+        _check_columns(path, f.schema_arrow, text_column, label_column)
+        i = 0
+        for batch in f.iter_batches(columns=[c for c in (text_column, label_column) if c]):
+            for rec in batch.to_pylist():
+                yield f"{path}:row {i}", rec
+                i += 1
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(f"{path}: not a readable Parquet file ({e}); it may be cut short or not Parquet at all: "
+                        "write or copy it again") from None
 
 # %% ../nbs/10_data.ipynb #4c123eb5
 def _files_of(path: Path) -> list[Path]:
@@ -107,15 +179,22 @@ def _files_of(path: Path) -> list[Path]:
             raise DataError(f"{path}: unknown file type '{path.suffix}'; use one of {', '.join(sorted(TEXT_SUFFIXES))}")
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))  # markers, editors' files
         if not files: raise DataError(f"{path}: no data files inside (looked for {', '.join(sorted(TEXT_SUFFIXES))})")
         return files
     raise DataError(f"{path}: no such file or folder")
 
-def _column(rec: dict, name: str, loc: str, what: str):
-    if name not in rec:
-        raise DataError(f"{loc}: no {what} column '{name}'; the columns are: {', '.join(map(str, rec)) or '(none)'}")
-    return rec[name]
+def _value(rec: dict, name: str, what: str, loc: str, seen: set, strict: bool):
+    "`rec[name]`, or None for a row without it once earlier rows had it (else an error listing the columns)."
+    if name in rec:
+        seen.add(name)
+        return rec[name]
+    if strict or name not in seen:
+        raise DataError(f"{loc}: no {what} column '{name}'; the columns are: {', '.join(map(str, rec)) or '(none)'}"
+                        + ("; fix the row, or load with strict=False to skip and count such rows" if name in seen else ""))
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # what a JSON escape of half a UTF-16 pair decodes to
 
 def load_texts(
     source: str | Path,             # a file, a folder of files, or an Arrow folder (save_to_disk); "demo" for the demo corpus
@@ -129,46 +208,69 @@ def load_texts(
         ds = demo_corpus()
         return (ds.select(range(min(limit, len(ds)))) if limit else ds), LoadReport("demo", rows=min(limit or len(ds), len(ds)))
     path = Path(source)
-    if (path/"dataset_info.json").is_file() or (path/"state.json").is_file():
-        return _from_arrow(datasets.load_from_disk(str(path)), str(path), text_column, label_column, limit)
+    if any((path/name).is_file() for name in ("dataset_info.json", "state.json", "dataset_dict.json")):
+        return _from_arrow(path, text_column, label_column, limit)
     report = LoadReport(str(path))
     cols = dict(text=[], source=[]) | ({"label": []} if label_column else {})
     for file in _files_of(path):
         kind = TEXT_SUFFIXES[file.suffix.lower()]
-        if kind == "parquet":
-            ds, _ = _from_arrow(datasets.Dataset.from_parquet(str(file)), str(file), text_column, label_column, None)
-            for k in cols: cols[k].extend(ds[k])
-            continue
         col = "text" if kind == "txt" else text_column
-        for loc, rec in _READERS[kind](file, report, strict):
-            text = _column(rec, col, loc, "text")
+        rows = _read_parquet(file, col, label_column) if kind == "parquet" else _READERS[kind](file, report, strict)
+        seen = set()
+        for loc, rec in rows:
+            text = _value(rec, col, "text", loc, seen, strict)
             if text is None: report.add("missing_text", loc); continue
             text = str(text)
             if "\x00" in text: report.add("nul_bytes", loc); text = text.replace("\x00", "")  # an escaped \u0000
             if not text.strip(): report.add("empty_text", loc); continue
+            label = _value(rec, label_column, "label", loc, seen, strict) if label_column else None
+            if label_column and label is None: report.add("missing_label", loc); continue
+            if _SURROGATE.search(text) or (isinstance(label, str) and _SURROGATE.search(label)):
+                report.add("invalid_unicode", loc)
+                text = _SURROGATE.sub("\ufffd", text)
+                if isinstance(label, str): label = _SURROGATE.sub("\ufffd", label)
             cols["text"].append(text); cols["source"].append(loc)
-            if label_column: cols["label"].append(_column(rec, label_column, loc, "label"))
+            if label_column: cols["label"].append(label)
             if limit and len(cols["text"]) >= limit: break
         if limit and len(cols["text"]) >= limit: break
     report.rows = len(cols["text"])
-    return datasets.Dataset.from_dict(cols), report
+    empty = datasets.Features({k: datasets.Value("string") for k in cols})  # no rows: string columns, not Arrow's null type
+    try: ds = datasets.Dataset.from_dict(cols, features=None if cols["text"] else empty)
+    except pa.ArrowException as e:
+        kinds = {}
+        for label, loc in zip(cols["label"], cols["source"]): kinds.setdefault(type(label).__name__, loc)
+        raise DataError(f"{path}: the labels cannot be one column ({e}); they mix "
+                        + ", ".join(f"{k} (first at {loc})" for k, loc in kinds.items()) + ": make them all one type") from None
+    return ds, report
 
 def column(ds: datasets.Dataset, name: str) -> list:
     "Column `name` of `ds` as a Python list, read through Arrow (iterating a column row by row is far slower)."
     return ds.with_format("arrow")[name].to_pylist()
 
-def _from_arrow(ds: datasets.Dataset, where: str, text_column: str, label_column: str | None, limit: int | None):
-    for name, what in ((text_column, "text"), (label_column, "label")):
-        if name and name not in ds.column_names:
-            raise DataError(f"{where}: no {what} column '{name}'; the columns are: {', '.join(ds.column_names)}")
-    if limit: ds = ds.select(range(min(limit, len(ds))))
-    keep = {text_column: "text"} | ({label_column: "label"} if label_column else {})
-    ds = ds.select_columns(list(keep)).rename_columns({k: v for k, v in keep.items() if k != v})
-    report = LoadReport(where)
-    empty = [i for i, t in enumerate(column(ds, "text")) if t is None or not str(t).strip()]
-    for i in empty: report.add("empty_text", f"{where}:row {i}")
-    if empty: ds = ds.select(sorted(set(range(len(ds))) - set(empty)))
-    ds = ds.add_column("source", [f"{where}:row {i}" for i in range(len(ds))])
+def _from_arrow(path: Path, text_column: str, label_column: str | None, limit: int | None):
+    if (path/"dataset_dict.json").is_file():
+        splits = sorted(p.name for p in path.iterdir() if p.is_dir())
+        raise DataError(f"{path}: an Arrow folder of several splits ({', '.join(splits)}); load one of them, e.g. {path/splits[0] if splits else path}")
+    try: return _read_arrow(path, text_column, label_column, limit)
+    except DataError: raise
+    except (OSError, ValueError, KeyError, IndexError, pa.ArrowException) as e:  # a damaged folder fails on opening or on reading
+        raise DataError(f"{path}: not a readable Arrow folder ({type(e).__name__}: {e}); write it again with save_to_disk") from None
+
+def _read_arrow(path: Path, text_column: str, label_column: str | None, limit: int | None):
+    ds = datasets.load_from_disk(str(path))
+    _check_columns(path, ds.data.schema, text_column, label_column)
+    report, keep = LoadReport(str(path)), []
+    labels = column(ds, label_column) if label_column else None
+    for i, text in enumerate(column(ds, text_column)):
+        if text is None: report.add("missing_text", f"{path}:row {i}")
+        elif not text.strip(): report.add("empty_text", f"{path}:row {i}")
+        elif labels and labels[i] is None: report.add("missing_label", f"{path}:row {i}")
+        else: keep.append(i)
+        if limit and len(keep) >= limit: break
+    keep_cols = {text_column: "text"} | ({label_column: "label"} if label_column else {})
+    ds = ds.select_columns(list(keep_cols)).rename_columns({k: v for k, v in keep_cols.items() if k != v})
+    if len(keep) < len(ds): ds = ds.select(keep)
+    ds = ds.add_column("source", [f"{path}:row {i}" for i in keep])
     report.rows = len(ds)
     return ds, report
 
@@ -230,19 +332,135 @@ def text_stats(ds: datasets.Dataset) -> dict:
         out["labels"] = dict(collections.Counter(map(str, labels)).most_common())
     return out
 
-def save_texts(ds: datasets.Dataset, out: str | Path) -> Path:
-    "Write `ds` to `out`: .jsonl, .parquet, or (any other name) an Arrow folder; atomically."
-    import os, shutil, tempfile
+# %% ../nbs/10_data.ipynb #886fc279
+OUTPUT_MARKER = ".deepseek_wb_output.json"  # inside an Arrow folder we wrote; beside a file as .<name>.deepseek_wb_output.json
+_WRITTEN_BY = "deepseek_wb.data.save_texts"
+
+class OutputExists(DataError):
+    "An output path save_texts will not write: it exists and is not an earlier output of ours to replace, or must never be replaced."
+
+def _kind(out: Path) -> str: return {".jsonl": "jsonl", ".parquet": "parquet"}.get(out.suffix.lower(), "arrow")
+
+def _marker_path(out: Path) -> Path:
+    return out/OUTPUT_MARKER if _kind(out) == "arrow" else out.with_name(f".{out.name}{OUTPUT_MARKER}")
+
+def _read_marker(path: Path, kind: str) -> dict | None:
+    "The marker at `path` when it is one we wrote for an output of `kind`, else None."
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 65536: return None
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError): return None
+    if not (isinstance(m, dict) and m.get("written_by") == _WRITTEN_BY and m.get("format") == kind): return None
+    return m if isinstance(m.get("files" if kind == "arrow" else "sha256"), list) else None
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20): h.update(chunk)
+    return h.hexdigest()
+
+def _not_ours(out: Path) -> str | None:
+    "Why the existing `out` is not an earlier output of save_texts, or None when it is."
+    kind, marker = _kind(out), _marker_path(out)
+    if out.is_symlink(): return "it is a symbolic link"
+    if kind == "arrow" and not out.is_dir(): return "it is not a folder"
+    if kind != "arrow" and not out.is_file(): return "it is not a file"
+    if (m := _read_marker(marker, kind)) is None: return f"there is no deepseek-wb marker {marker}"
+    if kind != "arrow": return None if _sha256(out) in m["sha256"] else "it changed since deepseek-wb wrote it"
+    theirs = sorted(p.name for p in out.iterdir()
+                    if p.name != OUTPUT_MARKER and (p.name not in m["files"] or p.is_symlink() or not p.is_file()))
+    return f"it holds what deepseek-wb did not write: {', '.join(theirs[:5])}" if theirs else None
+
+def _never(out: Path, inputs: Sequence[str | Path]) -> str | None:
+    "Why `out` must never be written, whatever `force` says, or None."
+    target = out.resolve()
+    if target == Path(target.anchor): return "it is the root of the file system"
+    for name, place in (("the home folder", Path.home()), ("the current folder", Path.cwd())):
+        place = place.resolve()
+        if target == place: return f"it is {name}"
+        if target in place.parents: return f"it holds {name} ({place})"
+    for given in inputs:
+        src = Path(given).resolve()
+        if target == src: return f"it is the input {given}"
+        if target in src.parents: return f"it holds the input {given}"
+
+def check_output(
+    out: str | Path,                     # where save_texts is asked to write
+    *,
+    force: bool = False,                 # allow replacing an earlier output of save_texts
+    inputs: Sequence[str | Path] = (),   # what the data was read from
+) -> bool:
+    "Raise OutputExists unless `out` may be written; return whether an earlier output of ours will be replaced."
     out = Path(out)
+    if why := _never(out, inputs):
+        raise OutputExists(f"{out}: refused as an output, {why}; choose a new name (deepseek-wb never replaces this, even with --force)")
+    marker = _marker_path(out)
+    if _kind(out) != "arrow" and os.path.lexists(marker) and _read_marker(marker, _kind(out)) is None:
+        raise OutputExists(f"{out}: {marker} exists and is not a marker of deepseek-wb; choose a new name")
+    if not os.path.lexists(out): return False
+    if why := _not_ours(out):
+        raise OutputExists(f"{out}: exists and is not an earlier output of deepseek-wb ({why}), so it is never replaced; "
+                           "choose a new name")
+    if not force:
+        raise OutputExists(f"{out}: exists (an earlier output of deepseek-wb); "
+                           "choose a new name, or pass force=True / --force to replace an earlier output of deepseek-wb")
+    return True
+
+def _fsync(path: Path):
+    fd = os.open(path, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
+def _swap_in(new: Path, out: Path, replace: bool):
+    "Rename folder `new` to `out`; an old `out` is renamed aside first, put back if the second rename fails, then removed."
+    if not replace: return os.replace(new, out)  # a folder that appeared meanwhile is not empty: the rename fails
+    aside = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
+    os.replace(out, aside)
+    try: os.replace(new, out)
+    except BaseException:
+        os.replace(aside, out)
+        raise
+    shutil.rmtree(aside)
+
+def save_texts(
+    ds: datasets.Dataset,
+    out: str | Path,                     # .jsonl, .parquet, or (any other name) an Arrow folder
+    *,
+    force: bool = False,                 # replace an earlier output of save_texts at `out` (never anything else)
+    inputs: Sequence[str | Path] = (),   # what `ds` was read from: never written, nor a folder holding it
+) -> Path:
+    "Write `ds` to `out` under a temporary name, then rename; only an earlier output of ours is ever replaced (with `force`)."
+    out = Path(out)
+    replace, kind, marker = check_output(out, force=force, inputs=inputs), _kind(out), _marker_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    suffix = out.suffix.lower()
-    if suffix == ".jsonl":
-        atomic_write(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ds))
-    elif suffix == ".parquet":
-        tmp = out.with_name(f".{out.name}.tmp"); ds.to_parquet(str(tmp)); os.replace(tmp, out)
+    meta = dict(written_by=_WRITTEN_BY, version=__version__, format=kind, rows=len(ds))
+    if kind == "arrow":
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+        try:
+            ds.save_to_disk(str(tmp), num_shards=None if len(ds) else 1)  # with no shard, load_from_disk fails (datasets 5.2)
+            atomic_write_json(tmp/OUTPUT_MARKER, meta | dict(files=sorted(p.name for p in tmp.iterdir())))
+            for p in [*tmp.iterdir(), tmp]: _fsync(p)
+            _swap_in(tmp, out, replace)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     else:
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-        ds.save_to_disk(str(tmp))
-        if out.exists(): shutil.rmtree(out)
-        os.replace(tmp, out)
+        fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                if kind == "jsonl":
+                    for batch in ds.with_format("arrow").iter(batch_size=10_000):
+                        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in batch.to_pylist()).encode())
+            if kind == "parquet": ds.to_parquet(str(tmp))
+            _fsync(tmp)
+            digest = _sha256(tmp)
+            # until the rename is done either content is ours: a crash in between must not orphan the old file
+            atomic_write_json(marker, meta | dict(sha256=[digest] + ([_sha256(out)] if replace else [])))
+            os.replace(tmp, out)
+            atomic_write_json(marker, meta | dict(sha256=[digest]))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    _fsync(out.parent)
     return out
