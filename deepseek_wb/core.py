@@ -50,7 +50,7 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         f.flush()
 
 def read_jsonl(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], int]:
-    "Read the whole lines of `path` from byte `offset`; return the records and the offset to resume from."
+    "Read the whole lines of `path` from byte `offset`; return the JSON objects among them and the offset to resume from."
     try:
         with open(path, "rb") as f:
             f.seek(offset)
@@ -61,8 +61,9 @@ def read_jsonl(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], in
     records = []
     for raw in chunk[:end].splitlines():
         if not raw.strip(): continue
-        try: records.append(json.loads(raw))
-        except json.JSONDecodeError: continue  # a line torn by a crash before a resume: skip it
+        try: rec = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError): continue  # torn by a crash before a resume, binary, not UTF-8: no record
+        if isinstance(rec, dict): records.append(rec)  # a bare number or list is no record either
     return records, offset + end
 
 # %% ../nbs/00_core.ipynb #245beceb

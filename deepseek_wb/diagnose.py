@@ -20,10 +20,12 @@ from .core import RunPaths
 from .metrics import Metrics, read_metrics
 
 # %% auto #0
-__all__ = ['RESUMABLE', 'WINDOW', 'MIN_POINTS', 'OSCILLATION', 'EXPLOSION', 'VANISHING', 'MIN_LOSS_SCALE', 'SCALE_FALL',
-           'SCALE_SEARCH', 'LR_TOLERANCE', 'ACT_STD_RATIO', 'ACT_SATURATION', 'THROUGHPUT_DROP', 'OOM', 'CHECKS',
-           'Finding', 'check_oscillation', 'check_explosion', 'check_vanishing', 'check_loss_scale', 'check_oom',
-           'expected_lr', 'check_lr', 'check_activations', 'check_throughput', 'diagnose', 'findings_table']
+__all__ = ['RESUMABLE', 'WINDOW', 'MIN_POINTS', 'SETTLE', 'OSCILLATION', 'MIN_SWING', 'EXPLOSION', 'SPIKES_IN_A_ROW',
+           'SPIKES_IN_WINDOW', 'VANISHING', 'MIN_LOSS_SCALE', 'SCALE_FALL', 'SCALE_SEARCH', 'LR_TOLERANCE',
+           'ACT_STD_RATIO', 'ACT_SATURATION', 'ACT_PERSIST', 'THROUGHPUT_DROP', 'OOM', 'CHECKS', 'Finding',
+           'settled_from', 'check_oscillation', 'check_explosion', 'check_vanishing', 'check_loss_scale', 'check_oom',
+           'expected_lr', 'check_lr', 'check_activations', 'check_throughput', 'check_unreadable', 'diagnose',
+           'findings_table']
 
 # %% ../nbs/32_diagnose.ipynb #670436b0
 RESUMABLE = {"gradient_clipping", "gradient_checkpointing", "checkpoint_every", "eval_every", "log_every",
@@ -37,12 +39,16 @@ class Finding:
     message: str              # what was seen, in a sentence
     evidence: dict            # steps and values that show it
     changes: dict = field(default_factory=dict)  # suggested config changes, dotted keys
-    advice: str = ""          # what to do besides (or instead of) a config change
+    advice: str = ""          # what to do, in words: there even when the run's config is unknown and `changes` is empty
 
     @property
     def resume(self) -> bool:
         "Whether a relaunch with the changes can resume from the run's last checkpoint."
         return all(k in RESUMABLE for k in self.changes)
+
+    def overrides(self) -> list[str]:
+        "The changes as `key=value` strings, the form `launch` takes for a resume (`launch(config, *f.overrides(), run_dir=...)`)."
+        return [f"{k}={json.dumps(v)}" for k, v in self.changes.items()]
 
     def apply(self, config: RunConfig) -> RunConfig:
         "`config` with the suggested changes, checked."
@@ -50,79 +56,104 @@ class Finding:
 
     def __str__(self):
         fix = ", ".join(f"{k}={v}" for k, v in self.changes.items())
-        return (f"{self.severity}: {self.kind}: {self.message}" + (f" -> try {fix}" if fix else "")
-                + (f" ({self.advice})" if self.advice else ""))
+        return (f"{self.severity}: {self.kind}: {self.message}" + (f" ({self.advice})" if self.advice else "")
+                + (f" -> try {fix}" if fix else ""))
 
 # %% ../nbs/32_diagnose.ipynb #a2fb4121
 WINDOW = 50                 # recent train lines a check looks at
-MIN_POINTS = 12             # fewer train lines than this after warmup: too early to say
-OSCILLATION = 0.15          # residual std of the loss around its trend, as a share of its level
-EXPLOSION = 10.0            # gradient norm above the healthy band and this many times the run's median
-VANISHING = 0.1             # gradient norm below the healthy band
+MIN_POINTS = 12             # fewer settled train lines than this: too early to say
+SETTLE = 0.05               # besides the warmup, this share of the run's steps is start-up, not history to judge by
+OSCILLATION = 0.15          # robust spread of the loss around its trend, as a share of its level
+MIN_SWING = 0.05            # ... and at least this much in absolute terms (a loss near 0 has a tiny level)
+EXPLOSION = 10.0            # gradient norm above the healthy band and this many times the run's settled median
+SPIKES_IN_A_ROW = 2         # a spike is a finding when it lasts this many logged points in a row,
+SPIKES_IN_WINDOW = 3        # or comes back this many times within WINDOW lines: one point is noise, clipping handles it
+VANISHING = 0.1             # gradient norm below the healthy band (full fine-tuning: LoRA and prompts have few parameters)
 MIN_LOSS_SCALE = 1.0        # fp16 loss scale at or below this: collapsed
 SCALE_FALL = 2 ** 10        # or fallen this far from its peak
 SCALE_SEARCH = 100          # steps in which the fp16 loss scale may fall at every log line, searching for its level
 LR_TOLERANCE = 0.05         # logged LR off the schedule by this share of the peak LR
-ACT_STD_RATIO = 5.0         # a layer's activation std grown (or shrunk) this many times since the first record
+ACT_STD_RATIO = 5.0         # a layer's activation std grown (or shrunk) this many times since its first settled record
 ACT_SATURATION = 0.2        # share of a layer's activations at the histogram's edges (|x| >= 3.5)
+ACT_PERSIST = 2             # ... in each of the last this many records, out of at least ACT_PERSIST + 1 settled ones
 THROUGHPUT_DROP = 0.6       # recent tokens/s below this share of the run's earlier median
 OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|out of memory|DefaultCPUAllocator: can't allocate|"
                  r"MemoryError|exits with return code = -9")
 
-def _after_warmup(train: pd.DataFrame, cfg: RunConfig | None) -> pd.DataFrame:
-    warm = cfg.schedule.warmup_steps if cfg else 0
-    return train[train["step"] > warm] if len(train) else train
+def settled_from(m: Metrics, cfg: RunConfig | None) -> int:
+    "The last step of the run's start-up: its warmup, or the first SETTLE of its steps if that is longer."
+    steps = cfg.max_steps if cfg else m.step
+    return max(cfg.schedule.warmup_steps if cfg else 0, int(SETTLE * steps))
 
-def _lr(cfg): return cfg.optimizer.lr if cfg else None
+def _settled(m: Metrics, cfg: RunConfig | None) -> pd.DataFrame:
+    train = m.train
+    return train[train["step"] > settled_from(m, cfg)] if len(train) else train
+
+def _half_lr(cfg): return {"optimizer.lr": float(f"{cfg.optimizer.lr / 2:.3g}")} if cfg else {}
+
+def _runs(hit: np.ndarray) -> int:
+    "The longest run of True in `hit`."
+    best = n = 0
+    for h in hit: n = n + 1 if h else 0; best = max(best, n)
+    return best
 
 def check_oscillation(m: Metrics, cfg: RunConfig | None, **_) -> Finding | None:
-    t = _after_warmup(m.train, cfg).tail(WINDOW)
+    t = _settled(m, cfg).tail(WINDOW)
     if "loss" not in t or t["loss"].notna().sum() < MIN_POINTS: return None
     t = t[t["loss"].notna()]
     x, y = t["step"].to_numpy(float), t["loss"].to_numpy(float)
-    trend = np.polyval(np.polyfit(x, y, 1), x)
-    amplitude, level = float(np.std(y - trend)), float(np.median(np.abs(y)))
-    if level <= 0 or amplitude / level < OSCILLATION: return None
-    changes = {"optimizer.betas": [0.9, 0.98]}
-    if cfg: changes["optimizer.lr"] = float(f"{cfg.optimizer.lr / 2:.3g}")
+    residual = y - np.polyval(np.polyfit(x, y, 1), x)
+    amplitude = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))  # the std of most points: one spike does not swing
+    level = float(np.median(np.abs(y)))
+    if level <= 0 or amplitude / level < OSCILLATION or amplitude < MIN_SWING: return None
+    changes = {**_half_lr(cfg), "optimizer.betas": [0.9, 0.98]} if cfg else {}
     return Finding("loss_oscillation", "warn",
                    f"the loss swings {amplitude / level:.0%} around its trend over steps {int(x[0])}-{int(x[-1])}",
                    dict(steps=[int(x[0]), int(x[-1])], loss_min=float(y.min()), loss_max=float(y.max()),
-                        swing=round(amplitude / level, 3)), changes)
+                        swing=round(amplitude / level, 3)), changes,
+                   "halve the learning rate (optimizer.lr) and steady Adam with betas (0.9, 0.98)")
 
 def check_explosion(m: Metrics, cfg: RunConfig | None, status: dict | None = None, **_) -> Finding | None:
     nan_steps = [e["step"] for e in m.events if e.get("event") == "nan_skipped"]
     failed_nan = "non-finite" in str((status or {}).get("error", ""))
-    t = m.train
+    t = _settled(m, cfg)
+    fp16 = cfg.precision == "fp16" if cfg else "loss_scale" in m.train and m.train["loss_scale"].notna().any()
+    bad_norms = [] if fp16 else m.nonfinite("grad_norm").tolist()  # fp16 logs inf at each overflow step: the loss scale's business
     spikes = pd.DataFrame()
     if "grad_norm" in t and t["grad_norm"].notna().sum() >= MIN_POINTS:
-        g = t["grad_norm"].astype(float)
-        median = float(np.nanmedian(g))
-        spikes = t[(g > EXPLOSION) & (g > EXPLOSION * median) | ~np.isfinite(g) & g.notna()]
-    if not nan_steps and not failed_nan and spikes.empty: return None
+        g = t["grad_norm"].to_numpy(float)
+        hit = (g > EXPLOSION) & (g > EXPLOSION * np.nanmedian(g))
+        in_window = pd.Series(hit.astype(int)).rolling(WINDOW, min_periods=1).sum().max()
+        if _runs(hit) >= SPIKES_IN_A_ROW or in_window >= SPIKES_IN_WINDOW: spikes = t[hit]
+    if not nan_steps and not failed_nan and not bad_norms and spikes.empty: return None
     changes = {}
     if cfg and (cfg.gradient_clipping == 0 or cfg.gradient_clipping > 1): changes["gradient_clipping"] = 1.0
-    if cfg: changes["optimizer.lr"] = float(f"{cfg.optimizer.lr / 2:.3g}")
+    changes.update(_half_lr(cfg))
     if cfg and cfg.precision == "fp16": changes["precision"] = "bf16"
     what = (f"{len(nan_steps)} steps skipped for a NaN/Inf loss" if nan_steps else "the run failed on non-finite losses"
-            if failed_nan else f"the gradient norm spiked to {spikes['grad_norm'].max():.3g}")
-    return Finding("gradient_explosion", "error" if nan_steps or failed_nan else "warn", what,
-                   dict(nan_steps=nan_steps[:20], spike_steps=spikes["step"].astype(int).tolist()[:20] if not spikes.empty else [],
+            if failed_nan else f"the gradient norm was NaN/Inf at {len(bad_norms)} logged step(s)" if bad_norms else
+            f"the gradient norm spiked to {spikes['grad_norm'].max():.3g} ({len(spikes)} times, against a settled median of "
+            f"{np.nanmedian(t['grad_norm']):.3g})")
+    return Finding("gradient_explosion", "error" if nan_steps or failed_nan or bad_norms else "warn", what,
+                   dict(nan_steps=nan_steps[:20], nonfinite_norm_steps=[int(s) for s in bad_norms[:20]],
+                        spike_steps=spikes["step"].astype(int).tolist()[:20] if not spikes.empty else [],
                         spike_norms=[round(float(v), 4) for v in spikes["grad_norm"].tolist()[:20]] if not spikes.empty else []),
-                   changes, "bf16 where the hardware has it" if cfg and cfg.precision == "fp16" else "")
+                   changes, "clip gradients at 1.0 (gradient_clipping) and halve the learning rate (optimizer.lr)"
+                   + ("; bf16 instead of fp16 where the hardware has it" if fp16 else ""))
 
 def check_vanishing(m: Metrics, cfg: RunConfig | None, **_) -> Finding | None:
-    t = _after_warmup(m.train, cfg).tail(WINDOW)
+    if cfg and cfg.mode != "full": return None
+    t = _settled(m, cfg).tail(WINDOW)
     if "grad_norm" not in t or t["grad_norm"].notna().sum() < MIN_POINTS: return None
     g = float(np.nanmedian(t["grad_norm"]))
     if g >= VANISHING: return None
     loss = t["loss"].dropna().to_numpy(float) if "loss" in t else np.zeros(0)
     improving = len(loss) > 1 and (loss[: len(loss) // 3].mean() - loss[-(len(loss) // 3):].mean()) > 0.02 * abs(loss.mean())
     if improving: return None
-    changes = {"optimizer.lr": float(f"{min(cfg.optimizer.lr * 2, 1e-3 if cfg.mode == 'full' else 1e-2):.3g}")} if cfg else {}
+    changes = {"optimizer.lr": float(f"{min(cfg.optimizer.lr * 2, 1e-3):.3g}")} if cfg else {}
     return Finding("vanishing_gradients", "warn", f"the gradient norm is {g:.3g} (below {VANISHING}) and the loss has stopped improving",
                    dict(steps=[int(t["step"].iloc[0]), int(t["step"].iloc[-1])], median_grad_norm=g), changes,
-                   "check the initialisation and the weight decay; a higher LR helps only if the loss was still high")
+                   "check the initialisation and the weight decay; double the learning rate (optimizer.lr) only if the loss is still high")
 
 def check_loss_scale(m: Metrics, cfg: RunConfig | None, **_) -> Finding | None:
     t = m.train
@@ -133,12 +164,12 @@ def check_loss_scale(m: Metrics, cfg: RunConfig | None, **_) -> Finding | None:
     while searching + 1 < len(v) and v[searching + 1] < v[searching] and steps[searching + 1] <= SCALE_SEARCH: searching += 1
     last, peak = float(v[-1]), float(v[searching:].max())
     if last > MIN_LOSS_SCALE and peak / max(last, 1e-12) < SCALE_FALL: return None
-    changes = {"precision": "bf16"}
-    if cfg: changes["optimizer.lr"] = float(f"{cfg.optimizer.lr / 2:.3g}")
+    changes = {"precision": "bf16", **_half_lr(cfg)} if cfg else {}
     return Finding("loss_scale_collapse", "error" if last <= MIN_LOSS_SCALE else "warn",
                    f"the fp16 loss scale fell from {peak:g} to {last:g}: gradients overflow step after step",
                    dict(steps=[int(s["step"].iloc[0]), int(s["step"].iloc[-1])], peak=peak, last=last), changes,
-                   "bf16 needs Ampere or newer; elsewhere lower the LR and clip gradients")
+                   "train in bf16 (precision), which needs no loss scale: it needs Ampere or newer; elsewhere halve the "
+                   "learning rate (optimizer.lr) and clip gradients at 1.0")
 
 def check_oom(m: Metrics, cfg: RunConfig | None, logs: str = "", status: dict | None = None, **_) -> Finding | None:
     text = logs + "\n" + str((status or {}).get("error", ""))
@@ -156,7 +187,9 @@ def check_oom(m: Metrics, cfg: RunConfig | None, logs: str = "", status: dict | 
             plan = plan_for(cfg.override(**changes))
             evidence["plan"] = plan.get("text") or plan.get("recommendation", {}).get("text", "")
         except Exception as e: evidence["plan"] = f"(no estimate: {e})"
-    return Finding("out_of_memory", "error", "the job ran out of memory", evidence, changes)
+    return Finding("out_of_memory", "error", "the job ran out of memory", evidence, changes,
+                   "halve micro_batch_size and double gradient_accumulation_steps (the same batch per step), turn on "
+                   "gradient_checkpointing, then ZeRO stage 3 with the optimizer offloaded")
 
 _SCHEDULES: dict[str, tuple] = {}  # config JSON -> (scheduler, LRs after 1, 2, ... steps): the monitor asks again and again
 
@@ -195,20 +228,23 @@ def check_lr(m: Metrics, cfg: RunConfig | None, **_) -> Finding | None:
 
 def check_activations(m: Metrics, cfg: RunConfig | None, **_) -> Finding | None:
     a = m.act
-    if len(a.step) < 2: return None
-    ratio = a.std[-1] / np.where(a.std[0] > 0, a.std[0], np.nan)
-    edge = a.hist[-1][:, [0, -1]].sum(1)  # the outer bins hold everything clamped to |x| >= 3.5
-    bad = [(a.layers[j], float(ratio[j]), float(edge[j])) for j in range(len(a.layers))
-           if ratio[j] > ACT_STD_RATIO or ratio[j] < 1 / ACT_STD_RATIO or edge[j] > ACT_SATURATION]
+    keep = a.step > settled_from(m, cfg)  # start-up moves activations a lot: judge by the settled records
+    if keep.sum() < ACT_PERSIST + 1: return None
+    std, hist = a.std[keep], a.hist[keep]
+    ratio = std[-ACT_PERSIST:] / np.where(std[0] > 0, std[0], np.nan)  # (records, layers)
+    edge = hist[-ACT_PERSIST:][:, :, [0, -1]].sum(2)  # the outer bins hold everything clamped to |x| >= 3.5
+    drift = ((ratio > ACT_STD_RATIO) | (ratio < 1 / ACT_STD_RATIO) | (edge > ACT_SATURATION)).all(0)  # in every recent record
+    bad = [(a.layers[j], float(ratio[-1, j]), float(edge[-1, j])) for j in np.flatnonzero(drift)]
     if not bad: return None
-    changes = {"optimizer.lr": float(f"{cfg.optimizer.lr / 2:.3g}")} if cfg else {}
+    changes = _half_lr(cfg)
     if cfg and cfg.gradient_clipping == 0: changes["gradient_clipping"] = 1.0
     name, r, e = bad[0]
+    since = int(a.step[keep][0])
     return Finding("activation_drift", "warn",
-                   f"{len(bad)} layer(s) drift from a normal shape; {name}: std x{r:.2g} since step {int(a.step[0])}, "
-                   f"{e:.0%} of values saturated", dict(step=int(a.step[-1]), layers=[b[0] for b in bad],
+                   f"{len(bad)} layer(s) drift from a normal shape; {name}: std x{r:.2g} since step {since}, "
+                   f"{e:.0%} of values saturated", dict(step=int(a.step[-1]), since=since, layers=[b[0] for b in bad],
                                                         std_ratio=[round(b[1], 3) for b in bad], saturated=[round(b[2], 3) for b in bad]),
-                   changes)
+                   changes, "halve the learning rate (optimizer.lr) and clip gradients at 1.0 (gradient_clipping)")
 
 def check_throughput(m: Metrics, cfg: RunConfig | None, **_) -> Finding | None:
     t = m.train
@@ -221,7 +257,15 @@ def check_throughput(m: Metrics, cfg: RunConfig | None, **_) -> Finding | None:
     return Finding("throughput_drop", "warn", f"throughput fell to {recent / before:.0%} of its earlier median ({recent:.0f} vs {before:.0f} tokens/s)",
                    evidence, {}, "another process competes for the device, the machine swaps, or the file system stalls")
 
-CHECKS = [check_explosion, check_loss_scale, check_oom, check_oscillation, check_vanishing, check_lr, check_activations, check_throughput]
+def check_unreadable(m: Metrics, cfg: RunConfig | None, **_) -> Finding | None:
+    crashes = sum(e.get("event") == "resumed" for e in m.events)  # a crash tears at most the line it was writing
+    if m.bad_lines <= crashes: return None
+    return Finding("unreadable_lines", "warn", f"{m.bad_lines} line(s) of metrics.jsonl could not be read and were skipped",
+                   dict(bad_lines=m.bad_lines, resumes=crashes), {},
+                   "something besides the job writes to metrics.jsonl, or the file was damaged: the charts and checks leave those lines out")
+
+CHECKS = [check_explosion, check_loss_scale, check_oom, check_oscillation, check_vanishing, check_lr, check_activations,
+          check_throughput, check_unreadable]
 
 # %% ../nbs/32_diagnose.ipynb #ddff3719
 def _logs_tail(run: RunPaths, since: float = 0, chars: int = 100_000) -> str:
@@ -243,8 +287,10 @@ def diagnose(run: str | Path | Metrics, config: RunConfig | None = None) -> list
         try: config = RunConfig.from_dict(json.loads(paths.config.read_text()))
         except Exception: config = None
     try: status = json.loads(paths.status.read_text())
-    except (OSError, ValueError): status = {}
-    logs = _logs_tail(paths, since=status.get("started_at", 0)) if status.get("state") == "failed" else ""  # OOM ends a run
+    except (OSError, ValueError, RecursionError): status = {}
+    if not isinstance(status, dict): status = {}  # a run directory is data: status.json may hold anything
+    since = status.get("started_at") if isinstance(status.get("started_at"), (int, float)) else 0
+    logs = _logs_tail(paths, since=since) if status.get("state") == "failed" else ""  # OOM ends a run
     found = [f for check in CHECKS if (f := check(m, config, logs=logs, status=status))]
     return sorted(found, key=lambda f: f.severity != "error")
 

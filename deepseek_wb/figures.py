@@ -7,6 +7,7 @@ Docs: https://deepseek-wb.github.io/deepseek_wb/figures.html.md"""
 # %% ../nbs/33_figures.ipynb #7bab7397
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,10 @@ PANELS = {  # name: (title, y axis title, log y)
     "act_hist": ("Activation distribution per layer (latest)", "layer", False),
 }
 HEALTHY_GRAD_NORM = (0.1, 10.0)
+
+def _text(s) -> str:
+    "Text from a run directory (a run or layer name) as Plotly should show it: its pseudo-HTML (<b>, <br>, <a>) escaped."
+    return html.escape(str(s), quote=False)
 
 def _xy(df, col, max_points):
     if col not in df or not len(df): return np.zeros(0), np.zeros(0)
@@ -56,14 +61,14 @@ def panel_traces(m: Metrics, panel: str, max_points: int = 2000, smoothing: floa
     if panel == "activations":
         a = m.act
         keep = np.unique(np.linspace(0, len(a.step) - 1, min(len(a.step), max_points)).astype(int)) if len(a.step) else []
-        return [dict(type="heatmap", name="std", x=a.step[keep], y=a.layers, z=a.std[keep].T if len(keep) else [[]],
+        return [dict(type="heatmap", name="std", x=a.step[keep], y=[_text(l) for l in a.layers], z=a.std[keep].T if len(keep) else [[]],
                      customdata=a.mean[keep].T if len(keep) else [[]], colorscale="Viridis", colorbar=dict(title="std"),
                      hovertemplate="step %{x}<br>%{y}<br>std %{z:.3f}<br>mean %{customdata:.3f}<extra></extra>")]
     if panel == "act_hist":
         a = m.act
         centers = (a.edges[:-1] + a.edges[1:]) / 2
         z = a.hist[-1] if len(a.step) else [[]]
-        return [dict(type="heatmap", name="share", x=centers, y=a.layers, z=z, colorscale="Blues", colorbar=dict(title="share"),
+        return [dict(type="heatmap", name="share", x=centers, y=[_text(l) for l in a.layers], z=z, colorscale="Blues", colorbar=dict(title="share"),
                      hovertemplate="%{y}<br>x in bin %{x:.2f}<br>share %{z:.3f}<extra></extra>")]
     raise ValueError(f"unknown panel {panel!r}: one of {', '.join(PANELS)}")
 
@@ -118,7 +123,7 @@ def overview(run: str | Path | Metrics, max_points: int = 2000, smoothing: float
     "All panels of a run that have data, as one figure."
     m = run if isinstance(run, Metrics) else read_metrics(run)
     fig, _ = dashboard(m, [p for p in PANELS if _has_data(m, p)] or ["loss"], max_points, smoothing)
-    return fig.update_layout(title=m.run_dir.name)
+    return fig.update_layout(title=_text(m.run_dir.name))
 
 # %% ../nbs/33_figures.ipynb #758b9aaa
 def compare(runs, metric: str = "loss", smoothing: float = 0.6, max_points: int = 2000, kind: str | None = None) -> go.Figure:
@@ -129,7 +134,7 @@ def compare(runs, metric: str = "loss", smoothing: float = 0.6, max_points: int 
                                 xaxis_title="step", yaxis_title=metric, uirevision="compare"))
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
     for i, m in enumerate(ms):
-        df, color, name = getattr(m, kind), colors[i % len(colors)], m.run_dir.name
+        df, color, name = getattr(m, kind), colors[i % len(colors)], _text(m.run_dir.name)
         if metric not in df or not len(df): continue
         x, y = df["step"].to_numpy(), df[metric].to_numpy(dtype=float)
         if kind == "train" and smoothing:

@@ -21,7 +21,8 @@ import pyarrow.json as pj
 from .core import HIST_EDGES, RunPaths
 
 # %% auto #0
-__all__ = ['NUMERIC', 'SCHEMA', 'BLOCK', 'parse_lines', 'Activations', 'Metrics', 'read_metrics', 'downsample', 'smooth']
+__all__ = ['NUMERIC', 'SCHEMA', 'BLOCK', 'STEPPED', 'parse_lines', 'Activations', 'Metrics', 'read_metrics', 'downsample',
+           'smooth']
 
 # %% ../nbs/31_metrics.ipynb #d6f6fcef
 NUMERIC = ("time", "loss", "accuracy", "lr", "grad_norm", "loss_scale", "tokens_per_s", "samples_per_s",
@@ -29,34 +30,88 @@ NUMERIC = ("time", "loss", "accuracy", "lr", "grad_norm", "loss_scale", "tokens_
 SCHEMA = pa.schema([("kind", pa.string()), ("step", pa.int64()), ("epoch", pa.int64()), ("nan_skipped", pa.int64()),
                     ("event", pa.string())] + [(name, pa.float64()) for name in NUMERIC])
 BLOCK = 4 << 20  # Arrow parses in blocks of this many bytes; a line must fit in one
+STEPPED = ("train", "eval", "act")  # kinds whose lines are points on the step axis: without a step they are no line of ours
 
 _EMPTY = pa.table({"kind": pa.array([], pa.string())})
 _TYPES = {f.name: (float if pa.types.is_floating(f.type) else int if pa.types.is_integer(f.type) else str) for f in SCHEMA}
 
 def _coerce(rec) -> dict | None:
-    "A record Arrow would not take, with the known fields in their schema types (None where they do not convert)."
-    if not isinstance(rec, dict) or "kind" not in rec: return None
+    "A record Arrow would not take, with the known fields in their schema types; None where one does not convert."
+    if not isinstance(rec, dict): return None
     out = {**dict.fromkeys(_TYPES), **rec}  # every known column, so that the table joins the others
     for k, typ in _TYPES.items():
-        if out.get(k) is not None:
-            try: out[k] = typ(out[k])
-            except (TypeError, ValueError): out[k] = None
+        if out[k] is None: continue
+        try: out[k] = typ(out[k])  # "7" and "nan" convert; "abc" as a loss does not
+        except (TypeError, ValueError, OverflowError): return None
     return out
 
+def _numeric(t: pa.DataType) -> bool: return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)
+
+def _per_layer(t: pa.DataType) -> bool:
+    "Whether an act line's `layers` has the shape the job writes: per layer a record of numbers mean, std and a list hist."
+    if not pa.types.is_struct(t): return False
+    for layer in t:
+        if not pa.types.is_struct(layer.type): return False
+        for stat in layer.type:
+            hist = pa.types.is_list(stat.type) and _numeric(stat.type.value_type) or pa.types.is_null(stat.type)
+            if stat.name in ("mean", "std") and not _numeric(stat.type) or stat.name == "hist" and not hist: return False
+    return True
+
+def _checked(t: pa.Table) -> tuple[pa.Table, int]:
+    "`t` without the rows no writer of ours produces (no kind, a train/eval/act line without a step, malformed layers); and their count."
+    bad = 0
+    if "layers" in t.column_names and not _per_layer(t.schema.field("layers").type):
+        has = pc.is_valid(t.column("layers"))
+        bad += pc.sum(has).as_py() or 0
+        t = t.filter(pc.invert(has)).drop_columns(["layers"])
+    ok = pc.is_valid(t.column("kind"))
+    if "step" in t.column_names:
+        ok = pc.and_(ok, pc.or_(pc.is_valid(t.column("step")), pc.invert(pc.is_in(t.column("kind"), pa.array(STEPPED)))))
+    ok = pc.fill_null(ok, False)
+    if not pc.all(ok).as_py():
+        bad += t.num_rows - (pc.sum(ok).as_py() or 0)
+        t = t.filter(ok)
+    return t, bad
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    "The tables one after the other; a column whose types do not merge (a field logged as a number, later as text) keeps its first type, other values become null."
+    try: return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid): pass
+    types: dict[str, pa.DataType] = {}
+    for t in tables:
+        for f in t.schema:
+            try: types[f.name] = pa.unify_schemas([pa.schema([(f.name, types.get(f.name, pa.null()))]), pa.schema([f])],
+                                                  promote_options="permissive").field(f.name).type
+            except (pa.ArrowTypeError, pa.ArrowInvalid): pass
+    fixed = []
+    for t in tables:
+        for i, f in enumerate(t.schema):
+            try: col = t.column(i).cast(types[f.name])
+            except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError): col = pa.nulls(t.num_rows, types[f.name])
+            t = t.set_column(i, f.name, col)
+        fixed.append(t)
+    return pa.concat_tables(fixed, promote_options="permissive")
+
+def _one_line(line: bytes) -> tuple[pa.Table, int]:
+    try:
+        rec = _coerce(json.loads(line))
+        return _checked(pa.Table.from_pylist([rec])) if rec else (_EMPTY, 1)
+    except (ValueError, TypeError, OverflowError, RecursionError, pa.ArrowException): return _EMPTY, 1  # JSON, UTF-8, nesting, Arrow
+
 def parse_lines(buf: bytes) -> tuple[pa.Table, int]:
-    "Parse whole JSON lines in `buf` into a table in file order; return it and the number of lines that did not parse."
+    "Parse whole JSON lines in `buf` into a table in file order; return it and the number of lines skipped as unreadable."
     if not buf.strip(): return _EMPTY, 0
     opts = pj.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="infer")
-    try: return pj.read_json(io.BytesIO(buf), read_options=pj.ReadOptions(block_size=max(BLOCK, len(buf) // 8 + 1)),
-                             parse_options=opts), 0
-    except pa.ArrowInvalid:
-        if buf.count(b"\n") <= 1:  # one bad line: torn, or a field of another type ("nan" as a string)
-            try: rec = _coerce(json.loads(buf))
-            except (ValueError, TypeError): return _EMPTY, 1
-            return (pa.Table.from_pylist([rec]), 0) if rec else (_EMPTY, 1)
+    try:
+        buf.decode("utf-8")  # Arrow would pass invalid UTF-8 through into its strings
+        return _checked(pj.read_json(io.BytesIO(buf), read_options=pj.ReadOptions(block_size=max(BLOCK, len(buf) // 8 + 1)),
+                                     parse_options=opts))
+    except (UnicodeDecodeError, pa.ArrowException):
+        if buf.count(b"\n") <= 1: return _one_line(buf)  # torn, binary, not an object, or a field of another type ("nan" as a string)
     mid = buf.rfind(b"\n", 0, len(buf) // 2) + 1 or buf.find(b"\n") + 1
     (a, bad_a), (b, bad_b) = parse_lines(buf[:mid]), parse_lines(buf[mid:])
-    return pa.concat_tables([t for t in (a, b) if t.num_rows], promote_options="permissive") if a.num_rows or b.num_rows else a, bad_a + bad_b
+    parts = [t for t in (a, b) if t.num_rows]
+    return _concat(parts) if parts else a, bad_a + bad_b
 
 # %% ../nbs/31_metrics.ipynb #7a8e01da
 class Activations(NamedTuple):
@@ -68,9 +123,14 @@ class Activations(NamedTuple):
     hist: np.ndarray   # (n, layers, bins): share of values per bin
     edges: np.ndarray  # (bins + 1,) bin edges
 
+def _stat(layer: pa.StructArray, name: str) -> np.ndarray:
+    "One statistic of a layer as floats; NaN where a line lacks it."
+    if layer.type.get_field_index(name) < 0: return np.full(len(layer), np.nan)
+    return layer.field(name).cast(pa.float64()).to_numpy(zero_copy_only=False)
+
 def _activations(t: pa.Table | None) -> Activations:
     edges = np.asarray(HIST_EDGES)
-    if t is None or t.num_rows == 0 or "layers" not in t.column_names:
+    if t is None or t.num_rows == 0 or "layers" not in t.column_names or not pa.types.is_struct(t.schema.field("layers").type):
         return Activations(np.zeros(0, int), [], np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0, len(edges) - 1)), edges)
     col = t.column("layers").combine_chunks()
     names = sorted((f.name for f in col.type), key=lambda s: (len(s), s))
@@ -78,11 +138,11 @@ def _activations(t: pa.Table | None) -> Activations:
     mean, std, hist = np.full((n, len(names)), np.nan), np.full((n, len(names)), np.nan), np.full((n, len(names), bins), np.nan)
     for j, name in enumerate(names):
         layer = col.field(name)
-        mean[:, j] = layer.field("mean").to_numpy(zero_copy_only=False)
-        std[:, j] = layer.field("std").to_numpy(zero_copy_only=False)
-        h = layer.field("hist")
+        mean[:, j], std[:, j] = _stat(layer, "mean"), _stat(layer, "std")
+        if layer.type.get_field_index("hist") < 0 or not pa.types.is_list(layer.type.field("hist").type): continue
+        h = layer.field("hist").cast(pa.list_(pa.float64()))
         lengths = pc.fill_null(pc.list_value_length(h), 0).to_numpy()
-        full = lengths == bins
+        full = lengths == bins  # a histogram of another length (another writer's bins) is left out
         if full.any(): hist[full, j, :] = pc.list_flatten(h.filter(pa.array(full))).to_numpy(zero_copy_only=False).reshape(-1, bins)
     return Activations(t.column("step").to_numpy(), names, mean, std, hist, edges)
 
@@ -94,7 +154,7 @@ class Metrics:
         self.path = RunPaths(self.run_dir).metrics
         self._reset()
 
-    def _reset(self):
+    def _reset(self):  # bad_lines: lines skipped as unreadable (torn by a crash, not JSON, not an object, no kind, a field that does not convert)
         self.offset, self.lines, self.bad_lines, self.truncations = 0, 0, 0, 0
         self._parts: dict[str, list[pa.Table]] = {"train": [], "eval": [], "act": [], "event": []}
         self._cache: dict[str, object] = {}
@@ -152,7 +212,7 @@ class Metrics:
 
     def _table(self, kind: str) -> pa.Table | None:
         parts = self._parts[kind]
-        if len(parts) > 1: self._parts[kind] = parts = [pa.concat_tables(parts, promote_options="permissive")]
+        if len(parts) > 1: self._parts[kind] = parts = [_concat(parts)]
         return parts[0] if parts else None
 
     def _frame(self, kind: str) -> pd.DataFrame:
@@ -189,6 +249,13 @@ class Metrics:
             self._cache["event"] = [{k: v for k, v in r.items() if v is not None} for r in t.to_pylist()] if t is not None else []
         return self._cache["event"]
 
+    def nonfinite(self, column: str, kind: str = "train") -> np.ndarray:
+        "The steps whose `column` was logged as NaN or ±Infinity (in the frames a NaN reads like a value not logged)."
+        t = self._table(kind)
+        if t is None or column not in t.column_names or not pa.types.is_floating(t.schema.field(column).type): return np.zeros(0, int)
+        col = t.column(column)
+        return t.column("step").filter(pc.fill_null(pc.invert(pc.is_finite(col)), False)).to_numpy()
+
     @property
     def step(self) -> int:
         "The last step logged (0 before the first)."
@@ -196,7 +263,8 @@ class Metrics:
         return int(pc.max(train.column("step")).as_py() or 0) if train is not None and train.num_rows else 0
 
     def __repr__(self):
-        return f"Metrics({self.run_dir}): {len(self.train)} train, {len(self.eval)} eval, {len(self.act.step)} act lines, {len(self.events)} events; step {self.step}"
+        skipped = f"; {self.bad_lines} unreadable lines skipped" if self.bad_lines else ""
+        return f"Metrics({self.run_dir}): {len(self.train)} train, {len(self.eval)} eval, {len(self.act.step)} act lines, {len(self.events)} events; step {self.step}{skipped}"
 
 def read_metrics(run_dir: str | Path) -> Metrics:
     "Everything the run at `run_dir` has logged so far; call `.update()` on the result to read what is appended later."

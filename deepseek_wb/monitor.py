@@ -19,14 +19,15 @@ import plotly.graph_objects as go
 from fastcore.basics import patch_to
 
 from .config import RunConfig
+from .core import new_run_id
 from .diagnose import Finding, diagnose, findings_table
 from .figures import PANELS, compare, dashboard, overview, panel_traces
-from .jobs import Job, rank0_log
+from .jobs import Job, launch, rank0_log
 from .metrics import Metrics, downsample, read_metrics, smooth
 
 # %% auto #0
-__all__ = ['ENDED', 'DEFAULT_PANELS', 'BADGE', 'Monitor', 'read_metrics', 'diagnose', 'compare', 'overview', 'downsample',
-           'smooth', 'Finding', 'findings_table']
+__all__ = ['ENDED', 'DEFAULT_PANELS', 'BADGE', 'STOP_TIP', 'Monitor', 'read_metrics', 'diagnose', 'compare', 'overview',
+           'downsample', 'smooth', 'Finding', 'findings_table']
 
 # %% ../nbs/42_monitor.ipynb #1b91e457
 _all_ = ["read_metrics", "diagnose", "compare", "overview", "downsample", "smooth", "Finding", "findings_table"]
@@ -46,28 +47,31 @@ def _duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min" if seconds >= 3600 else f"{seconds // 60} min {seconds % 60:02d} s"
 
+def _title(job: Job) -> str:
+    "The panel's heading: the run's name, where it lives, and how to open it in TensorBoard (text from disk, escaped)."
+    return (f"<b>{html.escape(job.run_dir.name)}</b> <span style='color:#888'>{html.escape(str(job.run_dir))}"
+            f" · TensorBoard: <code>tensorboard --logdir {html.escape(str(job.paths.tb))}</code></span>")
+
 BADGE = {"running": "#1f77b4", "queued": "#7f7f7f", "finished": "#2ca02c", "stopped": "#ff7f0e", "failed": "#d62728"}
+STOP_TIP = "SIGTERM: save a checkpoint and exit"
 
 class Monitor(widgets.VBox):
     "A live panel on a run: charts, progress, state, log, buttons and findings."
     def __init__(self, job: Job | str | Path, interval: float = 0.75, max_points: int = 2000, smoothing: float = 0.6,
                  panels: tuple[str, ...] | None = None, follow: bool = True, diagnose_every: float = 5.0):
-        self.job = job if isinstance(job, Job) else Job.attach(job)
-        self.metrics, self.interval, self.max_points, self.smoothing = Metrics(self.job.run_dir), interval, max_points, smoothing
-        self.diagnose_every = diagnose_every
-        self.config = self._config()
+        self.interval, self.max_points, self.smoothing, self.diagnose_every = interval, max_points, smoothing, diagnose_every
+        self._task = None
+        self._bind(job)
         fp16 = self.config is not None and self.config.precision == "fp16"
         self.panels = tuple(panels or DEFAULT_PANELS[:3] + (("loss_scale",) if fp16 else ()) + DEFAULT_PANELS[3:])
-        self.findings: list[Finding] = []
-        self.suggested: RunConfig | None = None  # the corrected config of the last finding applied
-        self._task, self._diagnosed_at, self._drawn_lines, self._asked_checkpoint, self._drawn = None, 0.0, -1, None, {}
         fig, self._slices = dashboard(self.metrics, self.panels, max_points, smoothing)
         self.chart = go.FigureWidget(fig)  # one widget for every panel: each FigureWidget ships plotly.js
 
+        self._title = widgets.HTML(_title(self.job))
         self._state = widgets.HTML().add_class("dswb-state")
         self._progress = widgets.IntProgress(min=0, max=1, layout=dict(width="40%"))
         self._eta = widgets.HTML()
-        self._stop = widgets.Button(description="Stop", icon="stop", button_style="danger", tooltip="SIGTERM: save a checkpoint and exit").add_class("dswb-stop")
+        self._stop = widgets.Button(description="Stop", icon="stop", button_style="danger", tooltip=STOP_TIP).add_class("dswb-stop")
         self._checkpoint = widgets.Button(description="Checkpoint now", icon="save", tooltip="save a checkpoint at the end of this step").add_class("dswb-checkpoint")
         self._stop.on_click(lambda _: self.stop())
         self._checkpoint.on_click(lambda _: self.checkpoint())
@@ -77,16 +81,26 @@ class Monitor(widgets.VBox):
         self._choice = widgets.Dropdown(description="finding", options=[], layout=dict(width="45%"))
         self._apply = widgets.Button(description="Apply", icon="wrench", tooltip="the corrected config goes to monitor.suggested")
         self._apply.on_click(lambda _: self.apply(self._choice.value) if self._choice.value is not None else None)
+        self._relaunch = widgets.Button(description="Relaunch", icon="repeat", disabled=True, button_style="success",
+                                        tooltip="apply a finding first").add_class("dswb-relaunch")
+        self._relaunch.on_click(lambda _: self._relaunch_clicked())
         self._suggestion = widgets.HTML()
         charts = widgets.Box([self.chart], layout=dict(width="100%")).add_class("dswb-charts").add_class("dswb-loss")  # loss first
-        title = widgets.HTML(f"<b>{html.escape(self.job.run_dir.name)}</b> <span style='color:#888'>{html.escape(str(self.job.run_dir))}"
-                             f" · TensorBoard: <code>tensorboard --logdir {html.escape(str(self.job.paths.tb))}</code></span>")
-        super().__init__([title, widgets.HBox([self._state, self._progress, self._eta]), widgets.HBox([self._stop, self._checkpoint, self._note]),
-                          self._log, charts, self._findings,
-                          widgets.HBox([self._choice, self._apply]), self._suggestion])
+        super().__init__([self._title, widgets.HBox([self._state, self._progress, self._eta]),
+                          widgets.HBox([self._stop, self._checkpoint, self._note]), self._log, charts, self._findings,
+                          widgets.HBox([self._choice, self._apply, self._relaunch]), self._suggestion])
         self.add_class("dswb-monitor")
         self.update(diagnosis=not follow)
         if follow: self.follow()
+
+    def _bind(self, job: Job | str | Path):
+        "Point the panel at `job`: its metrics and config, and no findings yet."
+        self.job = job if isinstance(job, Job) else Job.attach(job)
+        self.metrics, self.config = Metrics(self.job.run_dir), self._config()
+        self.findings: list[Finding] = []
+        self.applied: Finding | None = None     # the finding applied last
+        self.suggested: RunConfig | None = None  # ... and the corrected config it gives
+        self._diagnosed_at, self._drawn_lines, self._asked_checkpoint, self._drawn = 0.0, -1, None, {}
 
     def _config(self) -> RunConfig | None:
         try: return RunConfig.from_dict(json.loads(self.job.paths.config.read_text()))
@@ -111,11 +125,13 @@ def _redraw(self: Monitor):
     self._drawn_lines = self.metrics.lines
 
 def _show_status(self: Monitor, status: dict):
-    state = status.get("state", "unknown")
+    state = str(status.get("state", "unknown"))  # status.json is data from anyone: everything from it is escaped
     color = BADGE.get(state, "#7f7f7f")
-    error = f" <span style='color:#d62728'>{html.escape(status.get('error', '')[:500])}</span>" if status.get("error") else ""
-    self._state.value = f"<span style='background:{color};color:white;padding:2px 8px;border-radius:4px'>{state}</span>{error}"
-    total, step, train = status.get("max_steps") or (self.config.max_steps if self.config else 0), self.metrics.step, self.metrics.train
+    error = f" <span style='color:#d62728'>{html.escape(str(status['error'])[:500])}</span>" if status.get("error") else ""
+    self._state.value = f"<span style='background:{color};color:white;padding:2px 8px;border-radius:4px'>{html.escape(state)}</span>{error}"
+    total = status.get("max_steps")
+    if not isinstance(total, int) or isinstance(total, bool) or total < 0: total = self.config.max_steps if self.config else 0
+    step, train = self.metrics.step, self.metrics.train
     self._progress.max, self._progress.value = max(total, 1), min(step, max(total, 1))
     eta = ""
     if state == "running" and "step_time_s" in train and len(train) and total > step:
@@ -126,12 +142,12 @@ def _show_status(self: Monitor, status: dict):
     self._log.value = f"<pre style='margin:0;font-size:11px;color:#555'>{html.escape(_last_log_line(self.job)[-300:])}</pre>"
     saved = [e for e in self.metrics.events if e.get("event") == "checkpoint_saved"]
     if self._asked_checkpoint and saved and saved[-1].get("time", 0) >= self._asked_checkpoint:
-        self._note.value, self._asked_checkpoint = f"checkpoint saved at step {saved[-1]['step']}", None
+        self._note.value, self._asked_checkpoint = f"checkpoint saved at step {html.escape(str(saved[-1].get('step')))}", None
     ended = state in ENDED
     self._stop.disabled = self._checkpoint.disabled = ended
     if ended and self._note.value.startswith(("stopping", "killed")):
         ckpt = self.job.checkpoints()
-        self._note.value = (f"{state} at step {step}" + (f"; the newest whole checkpoint is at step {ckpt[-1]}: launching on this run"
+        self._note.value = (f"{html.escape(state)} at step {step}" + (f"; the newest whole checkpoint is at step {ckpt[-1]}: launching on this run"
                             " directory resumes from it" if ckpt else ""))
 
 def _show_findings(self: Monitor):
@@ -140,7 +156,7 @@ def _show_findings(self: Monitor):
     if not self.findings:
         self._findings.value = "<span style='color:#2ca02c'>no problems found</span>"
     else:
-        rows = "".join(f"<li><b style='color:{'#d62728' if f.severity == 'error' else '#ff7f0e'}'>{f.kind}</b>: {html.escape(f.message)}"
+        rows = "".join(f"<li><b style='color:{'#d62728' if f.severity == 'error' else '#ff7f0e'}'>{html.escape(f.kind)}</b>: {html.escape(f.message)}"
                        + (f" &rarr; <code>{html.escape(', '.join(f'{k}={v}' for k, v in f.changes.items()))}</code>" if f.changes else "")
                        + (f" <i>({html.escape(f.advice)})</i>" if f.advice else "") + "</li>" for f in self.findings)
         self._findings.value = f"<b>Findings</b><ul style='margin:0'>{rows}</ul>"
@@ -205,7 +221,7 @@ def stop(self) -> dict:
     if self._stop.description == "Kill":
         try: s = self.job.kill()
         except RuntimeError as e:  # launched on another machine: only a stop request reaches it from here
-            self._note.value = str(e); return self.job.status()
+            self._note.value = html.escape(str(e)); return self.job.status()
         self._note.value = "killed (SIGKILL): the newest whole checkpoint is where a relaunch resumes"
         return s
     self._note.value = "stopping: the job saves a checkpoint and exits at the end of its step"
@@ -221,14 +237,60 @@ def checkpoint(self):
 
 @patch_to(Monitor)
 def apply(self, finding: Finding | int = 0) -> RunConfig:
-    "The run's config corrected by `finding` (or the index of one in `.findings`); kept in `.suggested`."
+    "The run's config corrected by `finding` (or the index of one in `.findings`); kept in `.suggested`, and Relaunch offered."
     f = self.findings[finding] if isinstance(finding, int) else finding
     if self.config is None: raise FileNotFoundError(f"{self.job.paths.config} is missing or invalid: no config to correct")
-    self.suggested = f.apply(self.config)
-    ckpt = self.job.checkpoints()
-    changes = ", ".join(f'"{k}": {v!r}' for k, v in f.changes.items())
-    how = (f"<code>launch(None, run_dir='{self.run_dir}', **{{{changes}}})</code> resumes from step {ckpt[-1]} with the changes"
-           if f.resume and ckpt else "<code>launch(monitor.suggested)</code> starts a new run (the changes do not carry over a checkpoint)")
-    self._suggestion.value = (f"<b>{f.kind}</b>: {html.escape(', '.join(f'{k}={v}' for k, v in f.changes.items()))} "
-                              f"&rarr; <code>monitor.suggested</code>; {how}")
+    self.suggested, self.applied = f.apply(self.config), f
+    plan = self.relaunch_plan()
+    how = (f"Relaunch resumes this run from its checkpoint at step {self.job.checkpoints()[-1]} with "
+           f"<code>{html.escape(' '.join(plan['overrides']))}</code>" if plan["resume"] else
+           f"Relaunch starts a new run in <code>{html.escape(str(plan['run_dir'].parent))}</code>"
+           + (" (the changes do not carry over a checkpoint)" if not f.resume else " (there is no checkpoint to resume from)"))
+    self._relaunch.disabled = False
+    self._relaunch.description = "Resume with the fix" if plan["resume"] else "New run with the fix"
+    self._relaunch.tooltip = "stops this job first (it saves a checkpoint), then launches and follows the new one"
+    self._suggestion.value = (f"<b>{html.escape(f.kind)}</b>: {html.escape(', '.join(f'{k}={v}' for k, v in f.changes.items()))} "
+                              f"&rarr; <code>monitor.suggested</code>. {how}, and this panel follows it.")
     return self.suggested
+
+# %% ../nbs/42_monitor.ipynb #a26e8964
+@patch_to(Monitor)
+def relaunch_plan(self) -> dict:
+    "What `relaunch` would start for the applied finding: `launch`'s arguments, and whether it resumes this run."
+    if self.applied is None or self.suggested is None: raise ValueError("no finding applied: call monitor.apply(i) first")
+    if self.applied.resume and self.job.checkpoints():
+        return dict(config=self.job.paths.config, overrides=self.applied.overrides(), run_dir=self.run_dir,
+                    procs=self.config.world_size, resume=True)
+    return dict(config=self.suggested, overrides=[], run_dir=self.run_dir.parent/new_run_id(self.suggested.name),
+                procs=self.suggested.world_size, resume=False)
+
+@patch_to(Monitor)
+def switch(self, job: Job | str | Path) -> Monitor:
+    "Follow `job` (a relaunch, another run) in this panel from now on."
+    self._bind(job)
+    self._title.value = _title(self.job)
+    self._stop.description, self._stop.tooltip = "Stop", STOP_TIP
+    self._relaunch.disabled, self._relaunch.description, self._suggestion.value = True, "Relaunch", ""
+    self._choice.options, self._findings.value = [], ""
+    self.update(diagnosis=False)
+    self.follow()
+    return self
+
+@patch_to(Monitor)
+def relaunch(self, grace: float = 30, **launch_args) -> Job:
+    "Launch the applied finding's fix (`relaunch_plan`), stopping this job first; the panel follows the new job."
+    if str(self.job.status().get("launcher", "local")) != "local" and "hostfile" not in launch_args:
+        raise RuntimeError(f"{self.run_dir} ran on several nodes: give relaunch() the launch arguments it had "
+                           "(hostfile=..., master_addr=..., ...)")
+    if self.job.alive(): self.job.stop(grace=grace)  # the checkpoint it saves on the way out is where a resume starts
+    plan = self.relaunch_plan()
+    job = launch(plan["config"], *plan["overrides"], run_dir=plan["run_dir"], **{"procs": plan["procs"], **launch_args})
+    self.switch(job)
+    self._note.value = (f"resumed from step {self.job.checkpoints()[-1]} with {html.escape(' '.join(plan['overrides']))}"
+                        if plan["resume"] else f"relaunched as a new run: {html.escape(job.run_dir.name)}")
+    return job
+
+@patch_to(Monitor)
+def _relaunch_clicked(self):
+    try: self.relaunch()
+    except Exception as e: self._note.value = f"<span style='color:#d62728'>relaunch: {html.escape(str(e))}</span>"  # said, not raised into the void of a callback

@@ -1,6 +1,6 @@
 """Monitoring a real running job: the live panel follows it and its Stop button stops it, Checkpoint-now
-saves at once, the Prometheus endpoint on loopback serves what the Grafana dashboard asks for, and a
-healthy run raises no finding."""
+saves at once, the Prometheus endpoint on loopback serves what the Grafana dashboard asks for, a
+healthy run raises no finding, and Relaunch resumes the run with a fix and follows it."""
 import json
 import os
 import re
@@ -11,7 +11,7 @@ from urllib.request import urlopen
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from deepseek_wb.diagnose import diagnose
+from deepseek_wb.diagnose import Finding, diagnose
 from deepseek_wb.jobs import launch
 from deepseek_wb.metrics import read_metrics
 from deepseek_wb.monitor import Monitor
@@ -90,6 +90,19 @@ def test_follow_scrape_checkpoint_and_stop(tmp_path):
         # scrapes) shares the two cores with a job whose steps take 20 ms, so the job's last lines can really
         # be slower (seen once in CI: 53% of its median). The throughput check is tested on synthetic runs.
         assert [f for f in diagnose(job.run_dir) if f.kind != "throughput_drop"] == []
+
+        # One click from finding to fix: a change that survives a resume relaunches this run directory from the
+        # stop's checkpoint (the change passed as an override), and the panel follows the new job.
+        mon.apply(Finding("gradient_explosion", "warn", "the gradient norm spiked", {}, {"gradient_clipping": 0.5}))
+        assert mon.relaunch_plan()["resume"] and mon._relaunch.description == "Resume with the fix"
+        mon._relaunch.click()
+        assert mon.job is not job and mon.run_dir == job.run_dir, mon._note.value
+        job = mon.job
+        wait_for(lambda: events(job.run_dir, "resumed"), timeout=300, what="the resumed job")
+        assert events(job.run_dir, "resumed")[-1]["step"] == stopped_at
+        assert json.loads((job.run_dir / "config.json").read_text())["gradient_clipping"] == 0.5
+        wait_for(lambda: mon.update() is not None and mon.metrics.step > stopped_at, timeout=120, what="steps after the resume")
+        assert "running" in mon._state.value and mon._note.value.startswith(f"resumed from step {stopped_at}")
     finally:
         job.stop(grace=10)
         busy.close()
