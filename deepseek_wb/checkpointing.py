@@ -13,6 +13,7 @@ import random
 import re
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,8 +24,8 @@ from .core import RunPaths
 from .distributed import everyone
 
 # %% auto #0
-__all__ = ['rng_state', 'set_rng_state', 'UnsafeFile', 'load_safely', 'load_safely_in', 'save_checkpoint', 'restore_checkpoint',
-           'UntrustedRunDir']
+__all__ = ['rng_state', 'set_rng_state', 'UnsafeFile', 'load_safely', 'load_safely_in', 'unsafe_contents', 'save_checkpoint',
+           'restore_checkpoint', 'UntrustedRunDir']
 
 # %% ../nbs/21b_checkpointing.ipynb #160d1be3
 def rng_state() -> dict:
@@ -70,6 +71,16 @@ def load_safely_in(engine):
     "Make DeepSpeed `engine` read its checkpoints with `load_safely` (its own loader unpickles anything)."
     engine.checkpoint_engine.load = load_safely
 
+# %% ../nbs/21b_checkpointing.ipynb #d4232ec2
+def unsafe_contents(path: str | os.PathLike) -> str:
+    "What in checkpoint folder `path` asks to build more than plain data ('' when nothing), from each file's pickle alone."
+    allowed = {f"{c.__module__}.{c.__qualname__}" for c in _deepspeed_globals()}
+    for f in sorted(Path(path).rglob("*.pt")):
+        try: found = set(torch.serialization.get_unsafe_globals_in_checkpoint(f)) - allowed
+        except Exception as e: return f"{f} cannot be read as a torch checkpoint ({type(e).__name__})"
+        if found: return f"{f} asks to build {', '.join(sorted(found))}, which is not plain data: refused, nothing in it was run"
+    return ""
+
 # %% ../nbs/21b_checkpointing.ipynb #c15bf783
 def save_checkpoint(engine, run: RunPaths, step: int, data_state: dict, writer, keep_last: int, **extra):
     "Save a whole checkpoint of every rank at `step` (every rank calls this), then keep only the newest `keep_last`."
@@ -90,7 +101,7 @@ def save_checkpoint(engine, run: RunPaths, step: int, data_state: dict, writer, 
 
 # %% ../nbs/21b_checkpointing.ipynb #14476899
 def restore_checkpoint(engine, run: RunPaths, writer) -> dict:
-    "Load the newest checkpoint that is whole and loads on every rank (older ones in turn); its client state, or {} for a fresh run."
+    "Load the newest checkpoint that is whole, plain data and loads on every rank (older ones in turn); its client state, or {} for a fresh run."
     import deepspeed.comm as dist
     rank = dist.get_rank()
     latest_checkpoint(run.checkpoints, clean=rank == 0)
@@ -104,18 +115,20 @@ def restore_checkpoint(engine, run: RunPaths, writer) -> dict:
     load_safely_in(engine)
     rejected = []
     for step, path in reversed(marked):
-        client, reason = ({}, why) if (why := verify_checkpoint(path)) else _load(engine, run, path, rank)
-        if everyone(not reason):
-            if rank == 0:
-                for bad in rejected: _set_aside(bad)
-            writer.event("resumed", step=step, path=str(path), **({"rejected": [p.name for p in rejected]} if rejected else {}))
-            return client
+        client, reason = {}, verify_checkpoint(path) or unsafe_contents(path)  # the same answer on every rank
+        if everyone(not reason):  # so that no rank enters DeepSpeed's loading (and its collectives) alone
+            client, reason = _load(engine, run, path, rank)
+            if everyone(not reason):
+                if rank == 0:
+                    for bad in rejected: _set_aside(bad)
+                writer.event("resumed", step=step, path=str(path), **({"rejected": [p.name for p in rejected]} if rejected else {}))
+                return client
         reason = reason or "another rank could not load it (that rank's log says why)"
         if rank == 0: print(f"warning: checkpoint {path} rejected: {reason}; trying the one before", file=sys.stderr, flush=True)
         writer.event("checkpoint_rejected", step=step, path=str(path), reason=reason)
         rejected.append(path)
-    raise RuntimeError(f"none of the {len(marked)} checkpoints under {run.checkpoints} could be loaded (their events in "
-                       f"metrics.jsonl say why): move the folder aside to start the run afresh")
+    raise RuntimeError(f"none of the {len(marked)} checkpoints under {run.checkpoints} could be loaded (the "
+                       f"checkpoint_rejected events in metrics.jsonl say why): move the folder aside to start the run afresh")
 
 def _set_aside(path):
     "Move a rejected checkpoint to `checkpoints/rejected/` (it is kept for a look, never deleted)."

@@ -188,6 +188,7 @@ def main(argv=None) -> int:
         if cfg.data.clean:  # the cleaning rules saved with the run; every rank gets the same rows
             from deepseek_wb.clean import Pipeline
             texts, clean_report = Pipeline(cfg.data.clean).run(texts)
+            if clean_report.why_empty: raise ValueError(f"data.clean leaves no rows to train on: {clean_report.why_empty}; loosen the rules")
             if rank == 0: atomic_write_json(run.root/"data_report.json", dict(load=dict(rows=load_report.rows,
                                             problems=dict(load_report.problems)), clean=clean_report.to_dict()))
         train_rows, eval_rows = split(len(texts), cfg.data.eval_fraction, cfg.seed)
