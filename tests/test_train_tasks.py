@@ -13,7 +13,8 @@ CASES = {
                                              {"rule": "exact_dedup"}]},
     "gpt2-classification-prompt": {"model.task": "classification", "model.num_labels": 16, "data.label_column": "label",
                                    "data.packing": False, "mode": "prompt", "optimizer.lr": 0.01, "data.max_length": 40},
-    "llama-causal-lora-merged": {"model.family": "llama", "mode": "lora", "merge_lora": True, "model.num_heads": 4},
+    "llama-causal-lora-zero3-merged": {"model.family": "llama", "mode": "lora", "merge_lora": True, "model.num_heads": 4,
+                                       "zero.stage": 3},
     "gpt2-zero3-gradient-checkpointing": {"zero.stage": 3, "gradient_checkpointing": True},
 }
 
@@ -39,14 +40,21 @@ def test_task_and_mode_train_and_save(tmp_path, name):
     if cfg.mode == "full":
         from transformers import AutoModel
         AutoModel.from_pretrained(final)
-    else:
-        from peft import PeftConfig
-        assert PeftConfig.from_pretrained(final).peft_type.value == {"lora": "LORA", "prompt": "PROMPT_TUNING"}[cfg.mode]
-    if cfg.merge_lora:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        merged = AutoModelForCausalLM.from_pretrained(job.run_dir / "merged")
-        ids = AutoTokenizer.from_pretrained(job.run_dir / "merged")("Return the value.", return_tensors="pt")["input_ids"]
-        assert torch.isfinite(merged(input_ids=ids).logits).all()
+    else:  # the adapter names a base it can be loaded with, on its own
+        from peft import PeftConfig, PeftModel
+        from transformers import AutoTokenizer
+        from deepseek_wb.models import _auto_class
+        adapter = PeftConfig.from_pretrained(final)
+        assert adapter.peft_type.value == {"lora": "LORA", "prompt": "PROMPT_TUNING"}[cfg.mode]
+        assert adapter.base_model_name_or_path == str((job.run_dir / "base").resolve())
+        base = _auto_class(cfg.model.task).from_pretrained(adapter.base_model_name_or_path)
+        tuned = PeftModel.from_pretrained(base, final).eval()
+        ids = AutoTokenizer.from_pretrained(final)("Return the value.", return_tensors="pt")["input_ids"]
+        logits = tuned(input_ids=ids).logits
+        assert torch.isfinite(logits).all()
+        if cfg.merge_lora:  # merged from the weights ZeRO-3 gathered: the same model as base + adapter
+            merged = _auto_class(cfg.model.task).from_pretrained(job.run_dir / "merged").eval()
+            torch.testing.assert_close(merged(input_ids=ids).logits, logits, atol=1e-5, rtol=1e-4)
 
 
 def test_nan_guard_fails_the_run_with_a_clear_message(tmp_path):
