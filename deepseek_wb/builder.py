@@ -158,9 +158,9 @@ class ConfigBuilder:
         self.preview.value = render_deepspeed(self._config)
         try: self.plan.value = render_plan(self._config, self.gpu_memory_gb)
         except Exception as e: self.plan.value = f"<i>no estimate: {html.escape(str(e))}</i>"
-        m, g, w = (self.data.get(k, 1) for k in ("micro_batch_size", "gradient_accumulation_steps", "world_size"))
-        try: self.batch.value = f"<b>global batch</b> = {m} × {g} × {w} = {m * g * w} sequences per step"
-        except TypeError: self.batch.value = ""
+        m, g, w = sizes = [self.data.get(k, 1) for k in ("micro_batch_size", "gradient_accumulation_steps", "world_size")]
+        whole = all(isinstance(x, int) and not isinstance(x, bool) for x in sizes)  # else the problems say what is wrong
+        self.batch.value = f"<b>global batch</b> = {m} × {g} × {w} = {m * g * w} sequences per step" if whole else ""
 
     @property
     def errors(self) -> list[Problem]: return [p for p in self.problems if p.level == "error"]

@@ -73,14 +73,40 @@ def parse_rule(text: str) -> dict:
         rule[k.strip()] = parse_value(v.strip())
     return rule
 
-def _data_clean(args) -> int:
+def _read_rules(path: str) -> list:
+    "The rules of a YAML/JSON rules file (a list of `{rule: name, ...}`); a ValueError names the file and line."
     import yaml
+    try: rules = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as e:
+        line = f":{e.problem_mark.line + 1}" if e.problem_mark else ""
+        raise ValueError(f"{path}{line}: {e.problem}; fix the YAML") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e: raise ValueError(f"{path}: not a YAML rules file ({e})") from None
+    if not isinstance(rules, list):
+        raise ValueError(f"{path}: expected a list of rules, e.g. '- rule: html', got a {type(rules).__name__}")
+    return rules
+
+_REPORT_KEYS = {"load", "pipeline", "clean"}  # what `data clean` writes in OUTPUT.report.json
+
+def _check_report_path(path: Path, force: bool):
+    "Refuse to write the cleaning report over a file that is not an earlier report of ours, or over one without `force`."
+    from deepseek_wb.data import DataError
+    if not path.exists() and not path.is_symlink(): return
+    try: ours = path.is_file() and not path.is_symlink() and _REPORT_KEYS <= set(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError): ours = False
+    if not ours: raise DataError(f"{path} exists and is not a report of deepseek-wb data clean: "
+                                 "move it away or choose another OUTPUT (the report is written beside it as OUTPUT.report.json)")
+    if not force: raise DataError(f"{path} exists (an earlier cleaning report): pass --force to replace the output and its report")
+
+def _data_clean(args) -> int:
     from deepseek_wb.clean import Pipeline
     from deepseek_wb.core import atomic_write_json
-    from deepseek_wb.data import DataError, load_texts, save_texts
-    try:
+    from deepseek_wb.data import DataError, check_output, load_texts, save_texts
+    report_path = Path(f"{args.output}.report.json")
+    try:  # a refused output is said before the (possibly long) cleaning, not after
+        check_output(args.output, force=args.force, inputs=[args.input])
+        _check_report_path(report_path, args.force)
         rules = None
-        if args.rules_file: rules = yaml.safe_load(open(args.rules_file))
+        if args.rules_file: rules = _read_rules(args.rules_file)
         if args.rules: rules = (rules or []) + [parse_rule(r) for r in args.rules]
         pipeline = Pipeline(rules)
         ds, load_report = load_texts(args.input, args.text_column, args.label_column, strict=not args.lenient)
@@ -88,10 +114,13 @@ def _data_clean(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     cleaned, report = pipeline.run(ds, num_proc=args.num_proc)
-    out = save_texts(cleaned, args.output)
-    atomic_write_json(f"{out}.report.json", dict(load=dict(rows=load_report.rows, problems=dict(load_report.problems)),
-                                                 pipeline=pipeline.to_list(), clean=report.to_dict()))
-    print(load_report); print(report); print(f"wrote {out} and {out}.report.json")
+    try: out = save_texts(cleaned, args.output, force=args.force, inputs=[args.input])
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    atomic_write_json(report_path, dict(load=dict(rows=load_report.rows, problems=dict(load_report.problems)),
+                                        pipeline=pipeline.to_list(), clean=report.to_dict()))
+    print(load_report); print(report); print(f"wrote {out} and {report_path}")
     return 0
 
 def _launch(args, foreground: bool = False) -> int:
@@ -202,6 +231,7 @@ def parser() -> argparse.ArgumentParser:
     dc.add_argument("--rules", nargs="+", help="rules in order, e.g. unicode html length:min_tokens=512,max_tokens=2048 near_dedup:threshold=0.8 (default: the default pipeline)")
     dc.add_argument("--rules-file", help="a YAML/JSON list of rules ({rule: name, ...})")
     dc.add_argument("--num-proc", type=int, default=None, help="processes for the cleaning passes")
+    dc.add_argument("--force", action="store_true", help="replace an earlier output of deepseek-wb at OUTPUT (and its report); never anything else")
     dc.set_defaults(run=_data_clean)
     for s in (di, dc):
         s.add_argument("--text-column", default="text", help="the column holding the text (default: text)")
@@ -243,7 +273,19 @@ def parser() -> argparse.ArgumentParser:
     dg.set_defaults(run=_diagnose)
     return p
 
+def _take_overrides(p: argparse.ArgumentParser, args, rest: list[str]):
+    "Add the `key=value` words argparse left over to the command's overrides; anything else left over is a usage error."
+    # argparse fills a list of positionals only up to the first option: overrides written after an option come back here, in order
+    takes = hasattr(args, "overrides")
+    unknown = [w for w in rest if not (takes and "=" in w and not w.startswith("-"))]
+    if unknown:
+        p.error(f"unrecognized arguments: {' '.join(unknown)}" +
+                (" (an override is written key=value, dotted for nested fields: optimizer.lr=1e-4)" if takes else ""))
+    if takes: args.overrides = args.overrides + rest
+
 def main(argv: list[str] | None = None) -> int:
     "Run the `deepseek-wb` command with `argv` (default: the process's arguments); return the exit code."
-    args = parser().parse_args(argv)
+    p = parser()
+    args, rest = p.parse_known_args(argv)
+    _take_overrides(p, args, rest)
     return args.run(args)

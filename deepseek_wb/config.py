@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import ipaddress
 import json
 import logging
 import os
@@ -25,15 +26,21 @@ from .core import atomic_write
 from .env import Hardware, plan_hardware, quiet_deepspeed
 
 # %% auto #0
-__all__ = ['DEEPSPEED_KEYS', 'Section', 'DataConfig', 'ModelConfig', 'LoraConfig', 'PromptConfig', 'OptimizerConfig',
-           'ScheduleConfig', 'FP16Config', 'ZeroConfig', 'RunConfig', 'deepspeed_parse', 'build_scheduler', 'Problem',
-           'ConfigError', 'check', 'parse_value', 'apply_overrides', 'read_config_file', 'check_file', 'hf_config',
-           'plan_for']
+__all__ = ['DEEPSPEED_KEYS', 'FieldError', 'Section', 'DataConfig', 'ModelConfig', 'LoraConfig', 'PromptConfig',
+           'OptimizerConfig', 'ScheduleConfig', 'FP16Config', 'ZeroConfig', 'RunConfig', 'deepspeed_parse',
+           'build_scheduler', 'Problem', 'ConfigError', 'check', 'parse_value', 'apply_overrides', 'read_config_file',
+           'check_file', 'hf_config', 'plan_for']
 
 # %% ../nbs/02_config.ipynb #f245918f
+class FieldError(ValueError):
+    "A field's value is wrong, and `fix` says what to do; a validator raises it and `check` makes it a Problem."
+    def __init__(self, message: str, fix: str = ""):
+        super().__init__(message)
+        self.fix = fix
+
 class Section(BaseModel):
-    "A config section: unknown keys are errors, and assignments are validated."
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    "A config section: unknown keys are errors, assignments are validated, and no number is inf or nan."
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 class DataConfig(Section):
     "Where the training text comes from and how it is cut into sequences."
@@ -82,7 +89,7 @@ class OptimizerConfig(Section):
     @field_validator("betas")
     @classmethod
     def _betas_in_range(cls, v):
-        if not all(0 <= b < 1 for b in v): raise ValueError("each beta must be in [0, 1), for example (0.9, 0.999)")
+        if not all(0 <= b < 1 for b in v): raise FieldError("each beta must be in [0, 1)", "for example betas: [0.9, 0.999]")
         return v
 
 class ScheduleConfig(Section):
@@ -108,9 +115,9 @@ class ZeroConfig(Section):
 # %% ../nbs/02_config.ipynb #90ebbedc
 class RunConfig(Section):
     "Everything one training run needs; `to_deepspeed()` derives DeepSpeed's config from it."
-    name: str = "run"
+    name: str = "run"               # the start of the run directory's name (NAME-TIMESTAMP-XXXX under output_root)
     output_root: str = "runs"       # run directories are created under this folder
-    seed: int = Field(42, ge=0)
+    seed: int = Field(42, ge=0, lt=2**32)  # numpy takes 32-bit seeds
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     mode: Literal["full", "lora", "prompt"] = "full"
@@ -139,6 +146,23 @@ class RunConfig(Section):
     prometheus_port: Optional[int] = Field(None, ge=0, le=65_535)  # rank 0 serves deepseek_wb_* metrics here (0: any free port)
     prometheus_host: str = "127.0.0.1"            # the address it listens on; 0.0.0.0 opens it to the network
     deepspeed: dict = Field(default_factory=dict)  # extra DeepSpeed keys, merged into the generated config
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_folder(cls, v):
+        if not v.strip() or "/" in v or "\\" in v or ".." in v or any(ord(ch) < 32 for ch in v):
+            raise FieldError("a run name becomes a folder name under output_root: it cannot be empty or hold '/', '\\', "
+                             "'..' or control characters", "use letters, digits, '-' and '_', e.g. name: tiny-cpu")
+        if len(v.encode()) > 200:
+            raise FieldError(f"a run name of {len(v.encode())} bytes makes a folder name too long for the file system",
+                             "use at most 200 bytes (the run id adds 21)")
+        return v
+
+    @field_validator("output_root")
+    @classmethod
+    def _root_is_a_path(cls, v):
+        if "\0" in v: raise FieldError("a path cannot hold a NUL character", "give the folder to put run directories in, e.g. runs")
+        return v
 
     @property
     def effective_batch_size(self) -> int:
@@ -267,6 +291,9 @@ def _schema_problems(err: ValidationError) -> list[Problem]:
             out.append(Problem(field, "unknown key", _did_you_mean(str(loc[-1]), _fields_of(RunConfig, loc[:-1]))))
         elif e["type"] == "model_type":
             out.append(Problem(field, f"expected a mapping of settings, got {type(e['input']).__name__}", "write it as key: value pairs"))
+        elif isinstance((e.get("ctx") or {}).get("error"), FieldError):
+            err, got = e["ctx"]["error"], e.get("input")
+            out.append(Problem(field, str(err) + ("" if isinstance(got, (dict, list)) else f" (got {got!r})"), err.fix))
         else:
             got = e.get("input")
             msg = e["msg"] + ("" if isinstance(got, (dict, list)) else f" (got {got!r})")
@@ -279,6 +306,7 @@ def _fix_for(e: dict) -> str:
         return "use a value " + {"greater_than": "> ", "greater_than_equal": ">= ", "less_than": "< ",
                                  "less_than_equal": "<= "}[t] + str(next(iter(ctx.values())))
     if t == "literal_error": return f"use one of {ctx.get('expected')}"
+    if t == "finite_number": return "use a finite number (inf and nan are not settings)"
     if t.startswith(("int_", "float_", "bool_", "string_")): return f"use a {t.split('_')[0]}"
     return ""
 
@@ -366,6 +394,11 @@ def _clean_problems(c: RunConfig) -> list[Problem]:
             except (ValueError, TypeError) as e: out.append(Problem(f"data.clean.{i}", str(e), "see deepseek_wb.clean.RULES for the rules"))
     return out
 
+def _is_loopback(host: str) -> bool:
+    "Whether `host` names this machine's loopback interface (no name is looked up)."
+    try: return ipaddress.ip_address(host).is_loopback
+    except ValueError: return host == "localhost"
+
 def _training_problems(c: RunConfig, hw: Hardware | None) -> list[Problem]:
     out = []
     if c.data.source != "demo" and not Path(c.data.source).exists():
@@ -381,6 +414,11 @@ def _training_problems(c: RunConfig, hw: Hardware | None) -> list[Problem]:
     if c.checkpoint_every > c.max_steps:
         out.append(Problem("checkpoint_every", f"{c.checkpoint_every} > max_steps {c.max_steps}: only the final save happens",
                            f"set checkpoint_every <= {c.max_steps} to be able to resume a crashed run", "warning"))
+    if c.prometheus_port is not None and not _is_loopback(c.prometheus_host):
+        out.append(Problem("prometheus_host", f"{c.prometheus_host or '(all interfaces)'} is not a loopback address: the job's "
+                                              "metrics endpoint (run id, loss, throughput, memory) is open to the network, "
+                                              "without authentication", "use 127.0.0.1 and reach it through an ssh tunnel, "
+                                              "unless the network is trusted", "warning"))
     if hw is not None:
         devices = len(hw.gpus) or hw.cpu_cores
         if c.world_size > devices:
@@ -484,7 +522,10 @@ def read_config_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError([Problem(str(path), "no such config file", "check the path (relative to the working directory)")], str(path))
-    text = path.read_text()
+    try: text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError([Problem("(file)", f"not UTF-8 text (byte {e.start}): a binary file, or text in another encoding",
+                                   "give a YAML or JSON config saved as UTF-8")], str(path)) from None
     try: data = yaml.safe_load(text) if path.suffix != ".json" else json.loads(text)
     except yaml.MarkedYAMLError as e:
         m = e.problem_mark
@@ -500,7 +541,7 @@ def check_file(path, overrides=(), hardware: Hardware | None = None, parse: bool
                values: dict | None = None) -> tuple[RunConfig | None, list[Problem]]:
     "Read `path`, apply `key=value` `overrides` then dotted-key `values`, and `check` it; problems carry the file's lines."
     data = apply_overrides(apply_overrides(read_config_file(path), overrides), values or {})
-    text_lines = _yaml_lines(Path(path).read_text())
+    text_lines = _yaml_lines(Path(path).read_text(encoding="utf-8"))
     cfg, problems = check(data, hardware, parse)
     for p in problems:
         key = p.field

@@ -197,7 +197,7 @@ class DataPanel:
         if "label" in row:
             feat = self.dataset.features["label"]
             label = f" · label <b>{html.escape(str(feat.int2str(row['label']) if isinstance(feat, datasets.ClassLabel) else row['label']))}</b>"
-        by = f" · removed by <b>{self.pipeline.rules[gone].name}</b>" if gone >= 0 else ""
+        by = f" · removed by <b>{html.escape(self.pipeline.rules[gone].name)}</b>" if gone >= 0 else ""
         self.where.value = f"{self.position + 1} / {len(self.rows)}"
         self.record.value = f"<div><code>{html.escape(row['source'])}</code>{label}{by}</div>" + diff_html(row["original"], after)
 

@@ -102,3 +102,55 @@ def test_data_clean_writes_data_and_report(tmp_path):
     import datasets
     ds = datasets.Dataset.from_parquet(str(out))
     assert len(ds) == report["clean"]["rows_out"] and all(len(t.split()) >= 20 for t in ds["text"])
+
+
+def test_overrides_after_options(root):
+    """The README's own line: `key=value` overrides may follow the options, for every command that takes them."""
+    cfg = str(root / "examples" / "tiny-cpu.yaml")
+    r = run("config", "check", cfg, "--here", "optimizer.lr=1e-4")
+    assert r.returncode == 0 and "valid" in r.stdout, r.stdout + r.stderr
+    r = run("config", "check", cfg, "max_steps=50", "--json", "optimizer.lr=2", "checkpoint_every=25")
+    assert r.returncode == 1 and [p["field"] for p in json.loads(r.stdout)["problems"]] == ["optimizer.lr"], r.stdout
+    r = run("config", "deepspeed", cfg, "zero.stage=0", "zero.offload_optimizer=true")
+    assert r.returncode == 1 and "zero.offload_optimizer" in r.stderr
+    for command in ("launch", "train"):  # refused by the check: nothing starts
+        r = run(command, cfg, "--procs", "1", "zero.stage=0", "--run-dir", "unused", "zero.offload_optimizer=true")
+        assert r.returncode == 1 and "zero.offload_optimizer" in r.stderr, r.stderr
+
+
+def test_a_leftover_word_is_a_usage_error(root):
+    r = run("config", "check", str(root / "examples" / "tiny-cpu.yaml"), "--here", "lr")
+    assert r.returncode == 2 and "unrecognized arguments: lr (an override is written key=value" in r.stderr, r.stderr
+    r = run("status", "somewhere", "max_steps=5")  # status takes no overrides
+    assert r.returncode == 2 and "unrecognized arguments: max_steps=5" in r.stderr, r.stderr
+
+
+def test_data_clean_never_replaces_what_it_did_not_write(tmp_path):
+    corpus = tmp_path / "data" / "corpus.jsonl"
+    corpus.parent.mkdir()
+    corpus.write_text("".join(json.dumps({"text": f"row number {i} of a small corpus"}) + "\n" for i in range(5)))
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    (tmp_path / "notes.jsonl.report.json").write_text("my notes")
+    for out in (keep, corpus.parent, corpus, tmp_path / "notes.jsonl"):
+        r = run("data", "clean", str(corpus), str(out), "--force", cwd=tmp_path)
+        assert r.returncode == 1 and str(out) in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert "cleaning" not in r.stderr  # refused before the pipeline runs
+    r = run("data", "clean", str(corpus), ".", "--force", cwd=tmp_path)
+    assert r.returncode == 1 and "current folder" in r.stderr, r.stderr
+    assert (keep / "notes.txt").read_text() == "mine" and (tmp_path / "notes.jsonl.report.json").read_text() == "my notes"
+    assert corpus.is_file() and not (tmp_path / "notes.jsonl").exists()
+
+
+def test_data_clean_force_replaces_its_own_output(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"row number {i} of a small corpus"}) + "\n" for i in range(5)))
+    out = tmp_path / "clean.jsonl"
+    assert run("data", "clean", str(corpus), str(out), "--rules", "whitespace").returncode == 0
+    again = run("data", "clean", str(corpus), str(out), "--rules", "whitespace", "length:min_tokens=100")
+    assert again.returncode == 1 and "--force" in again.stderr and len(out.read_text().splitlines()) == 5
+    forced = run("data", "clean", str(corpus), str(out), "--rules", "whitespace", "exact_dedup", "--force")
+    assert forced.returncode == 0, forced.stderr
+    report = json.loads((tmp_path / "clean.jsonl.report.json").read_text())
+    assert [r["rule"] for r in report["pipeline"]] == ["whitespace", "exact_dedup"]

@@ -42,6 +42,30 @@ BAD = [
     ("missing model directory", dict(model={"path": "/nonexistent/model"}), "model.path", "no such model directory"),
     ("warmup as long as training", dict(max_steps=100, checkpoint_every=50, schedule={"warmup_steps": 100}),
      "schedule.warmup_steps", "shorter"),
+    ("seed past numpy's 32 bits", dict(seed=2**32), "seed", "< 4294967296"),
+    ("negative seed", dict(seed=-1), "seed", ">= 0"),
+    ("infinite gradient clipping", dict(gradient_clipping=float("inf")), "gradient_clipping", "finite"),
+    ("gradient clipping nan (as YAML .nan)", dict(gradient_clipping=float("nan")), "gradient_clipping", "finite"),
+    ("gradient clipping 'inf' as text", dict(gradient_clipping="inf"), "gradient_clipping", "finite"),
+    ("learning rate nan", dict(optimizer={"lr": float("nan")}), "optimizer.lr", "finite"),
+    ("weight decay inf", dict(optimizer={"weight_decay": float("inf")}), "optimizer.weight_decay", "finite"),
+    ("eps nan", dict(optimizer={"eps": float("nan")}), "optimizer.eps", "finite"),
+    ("beta nan", dict(optimizer={"betas": [0.9, float("nan")]}), "optimizer.betas.1", "finite"),
+    ("eval fraction nan", dict(data={"eval_fraction": float("nan")}), "data.eval_fraction", "finite"),
+    ("dropout nan", dict(model={"dropout": float("nan")}), "model.dropout", "finite"),
+    ("final LR ratio nan", dict(schedule={"min_lr_ratio": float("nan")}), "schedule.min_lr_ratio", "finite"),
+    ("infinite fp16 loss scale", dict(fp16={"loss_scale": float("inf")}), "fp16.loss_scale", "finite"),
+    ("infinite minimum loss scale", dict(fp16={"min_loss_scale": float("inf")}), "fp16.min_loss_scale", "finite"),
+    ("LoRA dropout inf", dict(mode="lora", lora={"dropout": float("inf")}), "lora.dropout", "finite"),
+    ("run name climbing out of output_root", dict(name="../../home/me"), "name", "letters, digits"),
+    ("run name with a separator", dict(name="a/b"), "name", "'/'"),
+    ("run name with a backslash", dict(name="a\\b"), "name", "'\\'"),
+    ("run name '..'", dict(name=".."), "name", "'..'"),
+    ("empty run name", dict(name=""), "name", "empty"),
+    ("blank run name", dict(name="   "), "name", "empty"),
+    ("run name with a newline", dict(name="a\nb"), "name", "control characters"),
+    ("run name too long for a folder", dict(name="x" * 250), "name", "200 bytes"),
+    ("output_root with a NUL", dict(output_root="runs\0x"), "output_root", "NUL"),
 ]
 
 
@@ -73,6 +97,10 @@ WARN = [
     ("high full fine-tuning LR", dict(optimizer={"lr": 0.01}), "optimizer.lr"),
     ("checkpoint after the end", dict(max_steps=100, checkpoint_every=500), "checkpoint_every"),
     ("more processes than devices", dict(world_size=16), "world_size"),
+    ("metrics open to the network", dict(prometheus_port=9100, prometheus_host="0.0.0.0"), "prometheus_host"),
+    ("metrics on all interfaces", dict(prometheus_port=9100, prometheus_host=""), "prometheus_host"),
+    ("metrics on a LAN address", dict(prometheus_port=9100, prometheus_host="192.168.1.5"), "prometheus_host"),
+    ("metrics on a host name", dict(prometheus_port=9100, prometheus_host="node7"), "prometheus_host"),
 ]
 
 
@@ -87,3 +115,26 @@ def test_risky_but_legal_is_a_warning(what, data, field):
 def test_defaults_are_clean():
     cfg, problems = check({}, hardware=CPU)
     assert cfg == RunConfig() and problems == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1"])
+def test_loopback_metrics_are_quiet(host):
+    _, problems = check(dict(prometheus_port=9100, prometheus_host=host), parse=False)
+    assert problems == [], [str(p) for p in problems]
+
+
+def test_an_unused_metrics_host_is_quiet():
+    """Without a port nothing listens, whatever the host says."""
+    assert check(dict(prometheus_host="0.0.0.0"), parse=False)[1] == []
+
+
+@pytest.mark.parametrize("name", ["tiny-cpu", "run_2", "Ünïcode-名前", "a.b", "x" * 200])
+def test_good_run_names(name):
+    cfg, problems = check(dict(name=name), parse=False)
+    assert cfg is not None and cfg.name == name, [str(p) for p in problems]
+
+
+def test_a_bad_value_cannot_be_assigned_either():
+    cfg = RunConfig()
+    for field, value in (("name", "../x"), ("gradient_clipping", float("inf")), ("seed", 2**32)):
+        with pytest.raises(ValueError): setattr(cfg, field, value)
