@@ -25,7 +25,7 @@ from .distributed import everyone
 
 # %% auto #0
 __all__ = ['rng_state', 'set_rng_state', 'UnsafeFile', 'load_safely', 'load_safely_in', 'unsafe_contents', 'save_checkpoint',
-           'restore_checkpoint', 'UntrustedRunDir']
+           'restore_checkpoint', 'UntrustedRunDirError', 'check_loadable']
 
 # %% ../nbs/21b_checkpointing.ipynb #160d1be3
 def rng_state() -> dict:
@@ -49,19 +49,23 @@ def set_rng_state(state: dict):
 
 # %% ../nbs/21b_checkpointing.ipynb #6616dbeb
 def _deepspeed_globals() -> list:
+    "The DeepSpeed classes its optimizers save. The ZeRO stage comes back through a function: never a rebuilt enum member."
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
     from deepspeed.utils.tensor_fragment import fragment_address
-    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+    def zero_stage(value): return ZeroStageEnum(int(value))
+    return [LossScaler, DynamicLossScaler, fragment_address, (zero_stage, "deepspeed.runtime.zero.config.ZeroStageEnum")]
+
+def _global_name(g) -> str: return g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}"
 
 class UnsafeFile(pickle.UnpicklingError):
     "A checkpoint file that asks to build something other than tensors and plain data."
 
-def load_safely(path: str | os.PathLike, map_location=None):
+def load_safely(path: str | os.PathLike, map_location=None, mmap: bool = False):
     "`torch.load` of `path` that builds only tensors, plain data and DeepSpeed's few plain classes, and refuses the rest."
     try:
         with torch.serialization.safe_globals(_deepspeed_globals()):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         what = re.search(r"GLOBAL (\S+)", str(e))
         raise UnsafeFile(f"{path} asks to build {what.group(1) if what else 'an object'}, which is not plain data: "
@@ -74,7 +78,7 @@ def load_safely_in(engine):
 # %% ../nbs/21b_checkpointing.ipynb #d4232ec2
 def unsafe_contents(path: str | os.PathLike) -> str:
     "What in checkpoint folder `path` asks to build more than plain data ('' when nothing), from each file's pickle alone."
-    allowed = {f"{c.__module__}.{c.__qualname__}" for c in _deepspeed_globals()}
+    allowed = {_global_name(g) for g in _deepspeed_globals()}
     for f in sorted(Path(path).rglob("*.pt")):
         try: found = set(torch.serialization.get_unsafe_globals_in_checkpoint(f)) - allowed
         except Exception as e: return f"{f} cannot be read as a torch checkpoint ({type(e).__name__})"
@@ -101,30 +105,31 @@ def save_checkpoint(engine, run: RunPaths, step: int, data_state: dict, writer, 
 
 # %% ../nbs/21b_checkpointing.ipynb #14476899
 def restore_checkpoint(engine, run: RunPaths, writer) -> dict:
-    "Load the newest checkpoint that is whole, plain data and loads on every rank (older ones in turn); its client state, or {} for a fresh run."
+    "Load the newest checkpoint that passes every check on every rank (older ones in turn); its client state, or {} for a fresh run."
     import deepspeed.comm as dist
     rank = dist.get_rank()
+    if run.checkpoints.exists() and (problems := trust_problems(run.root)):
+        raise UntrustedRunDirError(f"{run.root}: its checkpoints may have been written by someone else, so they are not "
+                                   "loaded: " + "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
+                                   + f". If you trust this folder, make it yours: chown -R $USER {run.root} && chmod -R go-w {run.root}")
     latest_checkpoint(run.checkpoints, clean=rank == 0)
     dist.barrier()
     marked = complete_checkpoints(run.checkpoints)
     if not marked: return {}
-    if problems := trust_problems(run.root):
-        raise UntrustedRunDir(f"{run.root}: its checkpoints may have been written by someone else, so they are not loaded: "
-                              + "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
-                              + f". If you trust this folder, make it yours: chown -R $USER {run.root} && chmod -R go-w {run.root}")
     load_safely_in(engine)
     rejected = []
     for step, path in reversed(marked):
-        client, reason = {}, verify_checkpoint(path) or unsafe_contents(path)  # the same answer on every rank
-        if everyone(not reason):  # so that no rank enters DeepSpeed's loading (and its collectives) alone
-            client, reason = _load(engine, run, path, rank)
-            if everyone(not reason):
-                if rank == 0:
-                    for bad in rejected: _set_aside(bad)
-                writer.event("resumed", step=step, path=str(path), **({"rejected": [p.name for p in rejected]} if rejected else {}))
-                return client
-        reason = reason or "another rank could not load it (that rank's log says why)"
+        rng, reason = check_loadable(path, rank)
+        if everyone(not reason):  # every rank's files passed: only then does any rank enter DeepSpeed's loading
+            client = _load(engine, run, path, rank)
+            if rng is not None: set_rng_state(rng)
+            if rank == 0:
+                for bad in rejected: _set_aside(bad)
+            writer.event("resumed", step=step, path=str(path), **({"rejected": [p.name for p in rejected]} if rejected else {}))
+            return client
+        reason = reason or "another rank's files did not pass (that rank's log says why)"
         if rank == 0: print(f"warning: checkpoint {path} rejected: {reason}; trying the one before", file=sys.stderr, flush=True)
+        else: print(f"warning: checkpoint {path} on rank {rank}: {reason}", file=sys.stderr, flush=True)
         writer.event("checkpoint_rejected", step=step, path=str(path), reason=reason)
         rejected.append(path)
     raise RuntimeError(f"none of the {len(marked)} checkpoints under {run.checkpoints} could be loaded (the "
@@ -137,24 +142,42 @@ def _set_aside(path):
     os.replace(path, aside)
 
 # %% ../nbs/21b_checkpointing.ipynb #cae30960
-class UntrustedRunDir(RuntimeError):
+class UntrustedRunDirError(RuntimeError):
     "A run directory whose checkpoints someone else may have written: they are not loaded."
 
-def _data_state(client) -> dict | None:
+def _client_problem(client) -> str:
     data = client.get("data") if isinstance(client, dict) else None
-    ok = isinstance(data, dict) and all(isinstance(data.get(k), int) and data[k] >= 0 for k in ("epoch", "batch"))
-    return data if ok else None
+    counts = [data.get(k) for k in ("epoch", "batch")] if isinstance(data, dict) else [None]
+    if not all(type(v) is int and 0 <= v < 2**31 for v in counts): return "its client state holds no data position (epoch, batch)"
+    nan_total = client.get("nan_total", 0)
+    return "" if type(nan_total) is int and nan_total >= 0 else "its client state's nan_total is not a count"
 
-def _load(engine, run: RunPaths, path, rank: int) -> tuple[dict, str]:
-    "Load checkpoint folder `path` into `engine` on this rank: (client state, '') or ({}, why not)."
-    restore_rng = os.environ.get("DEEPSEEK_WB_RESTORE_RNG", "1") != "0"
+def _rng_problem(state) -> str:
+    before = rng_state()
+    try: set_rng_state(state); return ""
+    except Exception as e: return f"its RNG state is not one the generators take ({type(e).__name__})"
+    finally: set_rng_state(before)
+
+def check_loadable(path, rank: int) -> tuple[dict | None, str]:
+    "This rank's RNG state in checkpoint folder `path` and '', or None and why the folder must not be loaded."
+    if reason := verify_checkpoint(path) or unsafe_contents(path): return None, reason
     rng_file = path/f"rng_rank{rank}.pt"
     try:
-        rng = load_safely(rng_file) if restore_rng else None
-        loaded, client = engine.load_checkpoint(str(run.checkpoints), tag=path.name)
-    except FileNotFoundError: return {}, f"{rng_file} is missing: was it saved with another world size?"
-    except Exception as e: return {}, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    if loaded is None: return {}, "DeepSpeed found no checkpoint files in it"
-    if _data_state(client) is None: return {}, "its client state holds no data position (epoch, batch)"
-    if rng is not None: set_rng_state(rng)
-    return client, ""
+        for f in sorted(path.glob("*.pt")):
+            data = load_safely(f, mmap=True)
+            if not isinstance(data, dict): return None, f"{f} holds a {type(data).__name__}, not DeepSpeed's dict"
+            if f.name.endswith("model_states.pt") and (why := _client_problem(data)): return None, f"{f}: {why}"
+        rng = load_safely(rng_file) if os.environ.get("DEEPSEEK_WB_RESTORE_RNG", "1") != "0" else None
+    except FileNotFoundError: return None, f"{rng_file} is missing: was it saved with another world size?"
+    except Exception as e: return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if rng is not None and (why := _rng_problem(rng)): return None, f"{rng_file}: {why}"
+    return rng, ""
+
+def _load(engine, run: RunPaths, path, rank: int) -> dict:
+    "Load checkpoint folder `path`, which passed `check_loadable` on every rank, into `engine`; its client state."
+    try: loaded, client = engine.load_checkpoint(str(run.checkpoints), tag=path.name)
+    except Exception as e:
+        raise RuntimeError(f"{path} passed every check but DeepSpeed could not load it on rank {rank} ({type(e).__name__}: "
+                           f"{e}): move it out of {run.checkpoints} to resume from the checkpoint before it") from e
+    if loaded is None: raise RuntimeError(f"DeepSpeed found no checkpoint in {path} on rank {rank}: move it out of {run.checkpoints}")
+    return client

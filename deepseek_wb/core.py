@@ -18,7 +18,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['FAILURE_HINTS', 'HIST_EDGES', 'atomic_write', 'atomic_write_json', 'append_jsonl', 'read_jsonl', 'new_run_id',
-           'cache_dir', 'failure_hint', 'RunPaths']
+           'cache_dir', 'failure_hint', 'RunPaths', 'link_problems']
 
 # %% ../nbs/00_core.ipynb #c2f22a55
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
@@ -43,9 +43,10 @@ def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> P
 
 # %% ../nbs/00_core.ipynb #554a97e5
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    "Append `record` as one flushed line of JSON to `path`."
+    "Append `record` as one flushed line of JSON to `path` (never through a symbolic link)."
     line = json.dumps(record, default=str, separators=(",", ":")) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
         f.write(line)
         f.flush()
 
@@ -113,3 +114,12 @@ class RunPaths:
     def control(self): return self.root/"control"  # requests to the job, e.g. control/checkpoint
 
 HIST_EDGES = [-4 + 0.5 * i for i in range(17)]  # bin edges of the activation histograms in `act` lines
+
+def link_problems(run_dir: str | os.PathLike) -> list[str]:
+    "The symbolic links among what a job writes in `run_dir` (its entries and those of its `checkpoints/` and `logs/`)."
+    run, found = Path(run_dir), []
+    for folder in (run, run/"checkpoints", run/"logs"):
+        if folder != run and folder.is_symlink(): continue  # listed with the run's own entries
+        try: found += [f"{folder/e.name} is a symbolic link" for e in os.scandir(folder) if e.is_symlink()]
+        except (FileNotFoundError, NotADirectoryError): continue
+    return found

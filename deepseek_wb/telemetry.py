@@ -29,10 +29,10 @@ TB_NAMES = {"loss": "Loss/train", "accuracy": "Accuracy/train", "lr": "LearningR
 def end_torn_line(path: Path):
     "End the last line of `path` if a crash left it without its newline, so that the next line starts whole."
     try:
-        with open(path, "rb+") as f:
+        with os.fdopen(os.open(path, os.O_RDWR | os.O_NOFOLLOW), "rb+") as f:
             f.seek(-1, os.SEEK_END)
             if f.read(1) != b"\n": f.write(b"\n")
-    except OSError: pass  # no file yet, or an empty one
+    except OSError: pass  # no file yet, or an empty one (a link is refused by the job before it gets here)
 
 class RunWriter:
     "Writes status, metrics and TensorBoard events of a run (rank 0 only)."
@@ -53,6 +53,7 @@ class RunWriter:
         if self.paths.status.is_file():
             try: old = json.loads(self.paths.status.read_text())
             except ValueError: old = {}
+        if not isinstance(old, dict): old = {}  # a status that is no object keeps nothing
         atomic_write_json(self.paths.status, {**old, **fields, "state": state, "updated_at": time.time()})
         if self.exporter: self.exporter.state(state)
 

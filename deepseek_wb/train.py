@@ -24,7 +24,7 @@ import torch
 
 from .checkpointing import restore_checkpoint, save_checkpoint
 from .config import RunConfig
-from .core import RunPaths, atomic_write_json, cache_dir, failure_hint
+from .core import RunPaths, atomic_write_json, cache_dir, failure_hint, link_problems
 from .data import load_texts
 from .distributed import all_reduce, default_dist_env, everyone, leave, rank_zero_first
 from .env import quiet_deepspeed
@@ -34,7 +34,7 @@ from .tokens import load_tokenizer, tokenize
 
 # %% auto #0
 __all__ = ['Batches', 'split', 'make_collate', 'grad_norm', 'take_request', 'loss_scale', 'memory_mb', 'evaluate', 'accuracy',
-           'NonFiniteLoss', 'parse_args', 'main', 'save_base', 'save_final']
+           'NonFiniteLoss', 'parse_args', 'main', 'write_folder', 'save_base', 'save_final']
 
 # %% ../nbs/23_train.ipynb #be49d923
 class Batches:
@@ -162,6 +162,10 @@ def main(argv=None) -> int:
     import deepspeed.comm as dist
     run = RunPaths(Path(args.run_dir))
     rank = int(os.environ["RANK"])
+    if links := link_problems(run.root):  # checked before anything is written: a job never writes through a link
+        print(f"UntrustedRunDirError: {run.root} holds symbolic links where the job writes: {'; '.join(links[:5])}. A run "
+              "directory is written by its job alone: remove them, or start a new run", file=sys.stderr, flush=True)
+        return 2
     writer = RunWriter(run.root, rank)
     stop = {"requested": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
@@ -197,7 +201,7 @@ def main(argv=None) -> int:
             if (tok_dir/"tokenizer_config.json").is_file(): tokenizer = load_tokenizer(tok_dir)  # a resumed run keeps its own
             else:
                 tokenizer = build_tokenizer(cfg, texts.select(train_rows)["text"])
-                if rank == 0: tokenizer.save_pretrained(str(tok_dir))
+                if rank == 0: write_folder(tok_dir, tokenizer.save_pretrained)
             train_set = tokenize(texts.select(train_rows), tokenizer, cfg.data.max_length, packing, cache_dir=cache_dir()/"tokens")
             eval_set = tokenize(texts.select(eval_rows), tokenizer, cfg.data.max_length, packing, cache_dir=cache_dir()/"tokens")
         collate = make_collate(cfg, tokenizer)
@@ -292,16 +296,24 @@ def main(argv=None) -> int:
         raise
 
 # %% ../nbs/23_train.ipynb #75702a14
+def write_folder(path: Path, *writers) -> Path:
+    "Write folder `path` whole: the `writers` fill a new folder beside it, which then takes its place (never a mix of old and new)."
+    tmp, old = path.with_name(f".{path.name}.tmp"), path.with_name(f".{path.name}.old")
+    for left in (tmp, old):  # what a crash left
+        if left.is_symlink(): left.unlink()
+        elif left.exists(): shutil.rmtree(left)
+    tmp.mkdir()
+    for write in writers: write(str(tmp))
+    if path.exists(): os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
 def save_base(model, run: RunPaths) -> Path:
     "Save adapter training's frozen base `model` under the run's `base/`, once (a resumed run has it already)."
     path = run.root/"base"
     if (path/"config.json").is_file(): return path
-    tmp = run.root/".base.tmp"
-    for old in (tmp, path):
-        if old.exists() or old.is_symlink(): shutil.rmtree(old)  # a save a crash cut short
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    os.replace(tmp, path)
-    return path
+    return write_folder(path, lambda d: model.save_pretrained(d, safe_serialization=True))
 
 def save_final(engine, cfg: RunConfig, tokenizer, run: RunPaths, rank: int, base_at: str | None = None):
     "Save the trained model and tokenizer under `final/` (an adapter naming its base `base_at`), and `merged/` with `merge_lora` (every rank calls this)."
@@ -314,18 +326,17 @@ def save_final(engine, cfg: RunConfig, tokenizer, run: RunPaths, rank: int, base
         raise error or RuntimeError("rank 0 could not save the final model (its log says why)")
 
 def _save_final(model, state, cfg: RunConfig, tokenizer, run: RunPaths, base_at: str | None):
-    final = run.root/"final"
-    model.save_pretrained(str(final), state_dict=state, safe_serialization=True)
-    tokenizer.save_pretrained(str(final))
-    if cfg.mode != "full":
-        adapter = json.loads((final/"adapter_config.json").read_text())
-        atomic_write_json(final/"adapter_config.json", dict(adapter, base_model_name_or_path=base_at))
+    def name_base(folder):  # an adapter is usable only with the base it names
+        adapter = json.loads((Path(folder)/"adapter_config.json").read_text())
+        atomic_write_json(Path(folder)/"adapter_config.json", dict(adapter, base_model_name_or_path=base_at))
+    write_folder(run.root/"final", lambda d: model.save_pretrained(d, state_dict=state, safe_serialization=True),
+                 tokenizer.save_pretrained, *([name_base] if cfg.mode != "full" else []))
     if cfg.mode == "lora" and cfg.merge_lora:
         if state is not None:  # ZeRO-3 leaves a shard of each weight here: merge a whole copy
             model = apply_mode(build_base(cfg, tokenizer), cfg)
             model.load_state_dict(state)
-        model.merge_and_unload().save_pretrained(str(run.root/"merged"), safe_serialization=True)
-        tokenizer.save_pretrained(str(run.root/"merged"))
+        merged = model.merge_and_unload()
+        write_folder(run.root/"merged", lambda d: merged.save_pretrained(d, safe_serialization=True), tokenizer.save_pretrained)
 
 # %% ../nbs/23_train.ipynb #32e18c16
 if __name__ == "__main__" and "IPython" not in sys.modules:  # run as a script, not while this notebook runs

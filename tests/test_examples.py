@@ -64,3 +64,22 @@ def test_known_keys_cover_what_deepspeed_reads():
 
     deepspeed_parse(Spy(train_batch_size=8, train_micro_batch_size_per_gpu=8))
     assert read and read <= DEEPSPEED_KEYS, sorted(read - DEEPSPEED_KEYS)
+
+
+CPU_RUNS = ["tiny-cpu", "bert-mlm-tiny", "classify-tiny", "lora-llama-small"]
+
+
+@pytest.mark.parametrize("name", CPU_RUNS)
+def test_shipped_example_run_as_shipped_has_no_findings(name):
+    """Whole runs of the CPU-sized examples as shipped, recorded by tools/example_runs.py, come out healthy.
+
+    The recorded config must still be the shipped one: change an example and this fails until its run is recorded again."""
+    import json
+    from deepseek_wb.diagnose import diagnose
+    run = Path(__file__).resolve().parents[1] / "nbs" / "fixtures" / name
+    recorded = RunConfig.model_validate(json.loads((run / "config.json").read_text()))
+    assert recorded == RunConfig.load(Path(__file__).resolve().parents[1] / "examples" / f"{name}.yaml"), \
+        f"examples/{name}.yaml changed since its run was recorded: python tools/example_runs.py {name}"
+    train = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"kind":"train"' in l]
+    assert train and train[-1]["step"] == recorded.max_steps  # the whole run, not a part of it
+    assert diagnose(run) == [], [str(f) for f in diagnose(run)]
