@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,13 +26,14 @@ from pathlib import Path
 import psutil
 
 from .checkpoints import complete_checkpoints
-from .config import ConfigError, Problem, RunConfig, check
+from .config import ConfigError, Problem, RunConfig, apply_overrides, check, check_file
 from .core import RunPaths, atomic_write, atomic_write_json, failure_hint, new_run_id, read_jsonl
 from .env import local_hardware, tcmalloc
 
 # %% auto #0
-__all__ = ['LAUNCHERS', 'SENT_TO_NODES', 'STALE_AFTER', 'SHM_BUFFERS', 'free_port', 'job_env', 'ssh_env_file', 'launcher_command',
-           'rank0_log', 'cause_from_logs', 'Job', 'launch', 'remove_stale_shm', 'supervise', 'list_runs']
+__all__ = ['LAUNCHERS', 'SENT_TO_NODES', 'STALE_AFTER', 'START_TOLERANCE', 'SHM_BUFFERS', 'free_port', 'job_env',
+           'launcher_command', 'secret_looking', 'redact', 'ssh_env_file', 'rank0_log', 'cause_from_logs',
+           'leader_check', 'Job', 'launch', 'remove_stale_shm', 'supervise', 'list_runs']
 
 # %% ../nbs/30_jobs.ipynb #e132c261
 def free_port() -> int:
@@ -50,25 +52,6 @@ def job_env(procs: int, extra: dict | None = None) -> dict:
     return {**env, **(extra or {})}
 
 LAUNCHERS = {"pdsh": "pdsh", "openmpi": "mpirun", "mpich": "mpirun", "impi": "mpirun", "mvapich": "mpirun", "slurm": "srun"}
-SENT_TO_NODES = ("DEEPSEEK_WB_", "DS_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "TORCH_", "OMP_", "KMP_", "MKL_", "GLOO_")
-_SECRET = re.compile(r"(^|_)(TOKEN|SECRET|PASSWORD|KEY)(_|$)")  # HF_TOKEN and the like stay home unless passed in `env`
-
-def ssh_env_file(run: RunPaths, env: dict, extra: dict | None = None, shell: bool = True) -> Path:
-    "Write the variables the other nodes' ranks need (`env`'s by prefix, all of `extra`) to `run`'s `.deepspeed_env`."
-    extra = extra or {}
-    ours = "LD_PRELOAD" in env and "LD_PRELOAD" not in os.environ  # the allocator we chose, not a preload of this shell's
-    pairs = [(k, v) for k, v in env.items() if k in extra or (k == "LD_PRELOAD" and ours)
-             or (k.startswith(SENT_TO_NODES) and not _SECRET.search(k) and k != "DS_ENV_FILE")]
-    for own in (Path.home()/".deepspeed_env", Path(".deepspeed_env")):  # DS_ENV_FILE replaces these: keep what they say
-        if own.is_file():
-            pairs += [tuple(l.split("=", 1)) for l in own.read_text().splitlines() if "=" in l and not l.lstrip().startswith("#")]
-    lines = []
-    for k, v in pairs:  # DeepSpeed's runner wraps a value in "..." unescaped, when it has more than [\w@%+=:,./-]
-        quoted = re.search(r'["$`\\\n]', v) if shell else re.search(r"[^\w@%+=:,./-]", v)  # pdsh: a shell; MPI, SLURM: none
-        if not re.fullmatch(r"[A-Za-z_]\w*", k.strip()) or quoted:
-            warnings.warn(f"{k} is not sent to the other nodes: its value would not survive the launcher's quoting")
-        else: lines.append(f"{k.strip()}={v.strip()}")
-    return atomic_write(run.root/".deepspeed_env", "\n".join(lines) + "\n")
 
 def launcher_command(run: RunPaths, procs: int, master_port: int, hostfile: str | None = None, no_ssh: bool = False,
                      node_rank: int | None = None, master_addr: str | None = None, launcher: str = "pdsh",
@@ -84,6 +67,50 @@ def launcher_command(run: RunPaths, procs: int, master_port: int, hostfile: str 
     else:
         cmd += ["--num_gpus", str(procs)]
     return cmd + list(runner_args) + ["--module", "deepseek_wb.train", str(run.config), "--run-dir", str(run.root)]
+
+# %% ../nbs/30_jobs.ipynb #33639df9
+SENT_TO_NODES = ("DEEPSEEK_WB_", "DS_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "TORCH_", "PYTORCH_",
+                 "OMP_", "KMP_", "MKL_", "GLOO_", "NCCL_", "UCX_", "CUDA_", "TRITON_")  # what the training stack reads
+_SECRET_NAME = re.compile(r"TOKEN(?!IZER)|SECRET|PASSW|PWD|KEY|AUTH|CREDENTIAL|COOKIE|PRIVATE", re.I)
+_URL_CREDENTIALS = re.compile(r"(://)[^/\s:@]+:[^/\s@]*@")
+_TOKEN_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{20,}|\b(?:ghp|gho|ghs|github_pat)_\w{20,}|\bsk-[\w-]{20,}|\bAKIA[0-9A-Z]{16}\b")
+_DEEPSPEED_EXPORTS = ("MLFLOW", "PYTHON", "MV2", "UCX", "NCCL")  # DeepSpeed's runner sends these on from its own environment
+
+def secret_looking(name: str, value: str = "") -> bool:
+    "Whether variable `name` or its `value` (a URL with `user:pass@`, a token's shape) looks like it holds a secret."
+    return bool(_SECRET_NAME.search(name) or _URL_CREDENTIALS.search(value) or _TOKEN_VALUE.search(value))
+
+_ASSIGNMENT = re.compile(r"""\b([A-Za-z_]\w*)=("[^"]*"|'[^']*'|[^\s;]*)|(-genv\s+)([A-Za-z_]\w*)(\s+)(\S+)""")
+
+def redact(text: str) -> str:
+    "`text` with the values of secret-looking `NAME=value` (and MPI's `-genv NAME value`) and URL passwords shown as `***`."
+    def hide(m):
+        if m[1]: return f"{m[1]}=***" if secret_looking(m[1], m[2]) else m[0]
+        return f"{m[3]}{m[4]}{m[5]}***" if secret_looking(m[4], m[6]) else m[0]
+    return _TOKEN_VALUE.sub("***", _URL_CREDENTIALS.sub(r"\1***@", _ASSIGNMENT.sub(hide, text)))
+
+def _launcher_env(environment: dict, extra: dict | None) -> dict:
+    "The environment of a launcher that starts the ranks over ssh or MPI: no secret-looking variable DeepSpeed would send on."
+    return {k: v for k, v in environment.items()
+            if k in (extra or {}) or not (k.startswith(_DEEPSPEED_EXPORTS) and secret_looking(k, v))}
+
+def ssh_env_file(run: RunPaths, env: dict, extra: dict | None = None, shell: bool = True) -> Path:
+    "Write to `run`'s `.deepspeed_env` (owner-only) what the other nodes' ranks need: `env`'s allowlisted variables, all of `extra`."
+    extra = extra or {}
+    ours = "LD_PRELOAD" in env and "LD_PRELOAD" not in os.environ  # the allocator we chose, not a preload of this shell's
+    travels = lambda k, v: (k in extra or (k == "LD_PRELOAD" and ours)
+                            or (k.startswith(SENT_TO_NODES) and k != "DS_ENV_FILE" and not secret_looking(k, v)))
+    pairs = [(k, v) for k, v in env.items() if travels(k, v)]
+    for own in (Path.home()/".deepspeed_env", Path(".deepspeed_env")):  # DS_ENV_FILE replaces these: keep what they say
+        if own.is_file():
+            pairs += [tuple(l.split("=", 1)) for l in own.read_text().splitlines() if "=" in l and not l.lstrip().startswith("#")]
+    lines = []
+    for k, v in pairs:  # DeepSpeed's runner wraps a value in "..." unescaped, when it has more than [\w@%+=:,./-]
+        quoted = re.search(r'["$`\\\n]', v) if shell else re.search(r"[^\w@%+=:,./-]", v)  # pdsh: a shell; MPI, SLURM: none
+        if not re.fullmatch(r"[A-Za-z_]\w*", k.strip()) or quoted:
+            warnings.warn(f"{k} is not sent to the other nodes: its value would not survive the launcher's quoting")
+        else: lines.append(f"{k.strip()}={v.strip()}")
+    return atomic_write(run.root/".deepspeed_env", "\n".join(lines) + "\n")  # atomic_write's temporary file is 0o600
 
 # %% ../nbs/30_jobs.ipynb #5526f781
 def _log_files(run: RunPaths) -> list[Path]:
@@ -103,33 +130,53 @@ def cause_from_logs(run_dir: str | Path) -> str:
     hint = failure_hint(text)
     return f"{last} ({hint})" if last and hint and hint not in last else (last or hint)
 
-# %% ../nbs/30_jobs.ipynb #9e686fd6
+# %% ../nbs/30_jobs.ipynb #293df8f3
 STALE_AFTER = 3600  # seconds without a status or metrics write after which another host's run is taken for dead
+START_TOLERANCE = 0.05  # seconds: psutil reads a process's start time in clock ticks (1/100 s)
 
-def _group_alive(pgid: int | None, since: float | None = None) -> bool:
-    "Whether any live (non-zombie) process is in process group `pgid` (and, given `since`, started no earlier)."
-    if not pgid: return False
-    young = lambda created: since is None or created >= since - 1  # an older process merely reuses the number
-    try:  # the group's leader (the supervisor) alive answers at once; the monitor asks every poll
+def _number(v) -> float | None:
+    "`v` as a float when it is a JSON number (not a boolean), else None."
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+def _has_kind(record) -> bool: return isinstance(record, dict) and isinstance(record.get("kind"), str)
+
+def leader_check(run_dir: str | Path, status: dict) -> tuple[int | None, str]:
+    "`status`'s process group if its leader is provably `run_dir`'s live supervisor; else None and why ('' if none runs)."
+    pgid, started = status.get("pgid"), _number(status.get("leader_started"))
+    if pgid is None: return None, ""
+    if not isinstance(pgid, int) or isinstance(pgid, bool) or pgid <= 1:  # killpg(1) is kill(-1): every process of ours
+        return None, f"pgid {pgid!r} is not a process group number above 1"
+    if started is None:
+        return None, f"no start time of the group's leader is recorded (leader_started {status.get('leader_started')!r})"
+    try:
         leader = psutil.Process(pgid)
-        if os.getpgid(pgid) == pgid and leader.status() != psutil.STATUS_ZOMBIE and young(leader.create_time()): return True
-    except (ProcessLookupError, PermissionError, psutil.Error): pass
-    for p in psutil.process_iter(["status", "create_time"]):
-        try:
-            if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE and young(p.info["create_time"]): return True
-        except (ProcessLookupError, PermissionError, psutil.Error): continue
-    return False
+        if leader.status() == psutil.STATUS_ZOMBIE: return None, ""  # it has ended: nothing to signal
+        created, uids, cmd, group = leader.create_time(), leader.uids(), leader.cmdline(), os.getpgid(pgid)
+    except (psutil.NoSuchProcess, ProcessLookupError): return None, ""
+    except (psutil.AccessDenied, PermissionError): return None, f"process {pgid} cannot be inspected (it is not yours)"
+    ours = ["-m", "deepseek_wb.jobs", "supervise", str(Path(run_dir).resolve())]
+    if group != pgid: return None, f"process {pgid} does not lead a process group (its group is {group})"
+    if abs(created - started) > START_TOLERANCE:
+        return None, (f"process {pgid} started {created - started:+.2f} s from this run's supervisor "
+                      f"({time.ctime(started)}): its number was reused")
+    if uids.real != os.getuid() or uids.effective != os.getuid():
+        return None, f"process {pgid} belongs to uid {uids.real}, not to you (uid {os.getuid()})"
+    if cmd[1:5] != ours or not Path(cmd[0]).name.startswith("python"):
+        return None, f"process {pgid} is not the supervisor of {Path(run_dir).resolve()} (its command: {redact(shlex.join(cmd))[:300]})"
+    return pgid, ""
 
 def _killpg(pgid: int, sig: int):
     try: os.killpg(pgid, sig)
     except ProcessLookupError: pass
 
+# %% ../nbs/30_jobs.ipynb #9e686fd6
 @dataclass
 class Job:
     "A handle on a training run's directory (and its processes, while they live)."
     run_dir: Path
     _proc: subprocess.Popen | None = None
     node_pgid: int | None = None  # for a node that joined a run: its own process group (the run's status names node 0's)
+    _ssh_args: str | None = None  # the launch's PDSH_SSH_ARGS_APPEND, in memory only: ssh options never come from the run directory
 
     @classmethod
     def attach(cls, run_dir: str | Path) -> "Job":
@@ -141,24 +188,33 @@ class Job:
     @property
     def paths(self) -> RunPaths: return RunPaths(self.run_dir)
 
-    def _status_file(self) -> dict:
-        try: return json.loads(self.paths.status.read_text())
-        except (OSError, ValueError): return {}
+    def _read_status(self) -> tuple[dict, str]:
+        "status.json's object, or {} and why it cannot be read."
+        try: s = json.loads(self.paths.status.read_bytes())
+        except OSError as e: return {}, f"status.json cannot be read: {e.strerror or e}"
+        except ValueError as e: return {}, f"status.json is not JSON: {e}"
+        if isinstance(s, dict): return s, ""
+        return {}, f"status.json holds {({list: 'an array', str: 'a string', type(None): 'null'}).get(type(s), 'a number')}, not an object"
+
+    def _status_file(self) -> dict: return self._read_status()[0]
+
+    def _here(self, s: dict) -> bool: return s.get("launch_host", socket.gethostname()) == socket.gethostname()
 
     def alive(self) -> bool:
-        "Whether the job's processes are running."
+        "Whether the job's processes are running (here: its supervisor, proven ours; elsewhere: its files are fresh)."
         if self._proc is not None: self._proc.poll()  # reap our own child, so that a finished supervisor is no zombie
-        if self.node_pgid: return _group_alive(self.node_pgid)
+        if self.node_pgid: return self._proc is not None and self._proc.returncode is None
         s = self._status_file()
-        if s.get("launch_host", socket.gethostname()) != socket.gethostname():  # followed over a shared file system
-            try: heartbeat = max(s.get("updated_at", 0), self.paths.metrics.stat().st_mtime)
-            except OSError: heartbeat = s.get("updated_at", 0)
+        if not self._here(s):  # followed over a shared file system
+            try: heartbeat = max(_number(s.get("updated_at")) or 0, self.paths.metrics.stat().st_mtime)
+            except OSError: heartbeat = _number(s.get("updated_at")) or 0
             return s.get("state") in ("queued", "running") and time.time() - heartbeat < STALE_AFTER
-        return _group_alive(s.get("pgid"), s.get("leader_started"))  # a stale status after a reboot names someone else's group
+        return leader_check(self.run_dir, s)[0] is not None  # a stale or copied status names someone else's group
 
     def status(self) -> dict:
         "The run's status; a job whose processes vanished without a word is reported failed, with the cause from its logs."
-        s = self._status_file()
+        s, problem = self._read_status()
+        if problem: return dict(state="unreadable", error=problem)
         if s.get("state") in ("queued", "running") and not self.alive():
             s = dict(s, state="failed", error=s.get("error") or cause_from_logs(self.run_dir) or "the job's processes are gone")
         return s
@@ -166,10 +222,18 @@ class Job:
     @property
     def state(self) -> str: return self.status().get("state", "unknown")
 
+    def _lines(self) -> tuple[list[dict], int]:
+        "The run's metrics lines (objects with a `kind`) and how many other whole lines were skipped."
+        recs, end = read_jsonl(self.paths.metrics)
+        good = [r for r in recs if _has_kind(r)]
+        try:
+            with open(self.paths.metrics, "rb") as f: whole = sum(1 for line in f.read(end).splitlines() if line.strip())
+        except OSError: whole = len(good)
+        return good, whole - len(good)
+
     def metrics(self, kind: str | None = None) -> list[dict]:
-        "The run's metrics lines (of one `kind`, if given)."
-        recs, _ = read_jsonl(self.paths.metrics)
-        return [r for r in recs if kind is None or r["kind"] == kind]
+        "The run's metrics lines (of one `kind`, if given); lines that are not objects with a `kind` are skipped."
+        return [r for r in read_jsonl(self.paths.metrics)[0] if _has_kind(r) and kind in (None, r["kind"])]
 
     def tail(self, n: int = 20) -> str:
         "The last `n` lines of the job's logs (rank 0's when there is one, else the launcher's)."
@@ -191,34 +255,58 @@ class Job:
         self.paths.control.mkdir(parents=True, exist_ok=True)
         return atomic_write(self.paths.control/name, f"{time.time()}\n")
 
+    def _group(self, s: dict) -> int | None:
+        "The job's process group, proven ours; None when nothing of it runs; a RuntimeError when the status names another's."
+        pgid, problem = leader_check(self.run_dir, s)
+        if problem and s.get("state") in ("queued", "running"):
+            raise RuntimeError(f"{self.run_dir}: not signalling process group {s.get('pgid')!r} named in its status.json, and "
+                               f"nothing was sent: {problem}. If this run's job is really running, end it by hand (ps -eo pid,pgid,args)")
+        return pgid
+
     def stop(self, grace: float = 30, wait: bool = True) -> dict:
         "Ask the job to stop (it saves a checkpoint at the end of its step and exits); kill what is left after `grace` seconds."
         s = self._status_file()
-        pgid, host = s.get("pgid"), s.get("launch_host", socket.gethostname())
-        if not pgid or not self.alive(): return self.status()
+        here = self._here(s)
+        pgid = self._group(s) if here else None
+        if (here and pgid is None) or (not here and not self.alive()): return self.status()
         self._request("stop")
-        here = host == socket.gethostname()
-        ranks_here = here and s.get("launcher", "local") in ("local", "no_ssh")  # else they run under other nodes' sshd
-        if ranks_here: _killpg(pgid, signal.SIGTERM)  # reaches ranks still setting up, which read no requests yet
+        if here and s.get("launcher", "local") in ("local", "no_ssh"):  # else the ranks run under other nodes' sshd
+            _killpg(pgid, signal.SIGTERM)  # reaches ranks still setting up, which read no requests yet
         if not wait: return self.status()  # the caller follows the job (the monitor does) and may call again
         try: return self.wait(timeout=grace)
         except TimeoutError:
-            if not here: raise TimeoutError(f"{self.run_dir} did not stop within {grace} s; it was launched on {host}: "
-                                            f"kill it there (deepseek-wb stop {self.run_dir} --grace 0)") from None
+            if not here: raise TimeoutError(f"{self.run_dir} did not stop within {grace} s; it was launched on "
+                                            f"{s.get('launch_host')}: kill it there (deepseek-wb stop {self.run_dir} --grace 0)") from None
         return self.kill()
 
     def kill(self) -> dict:
         "Kill the job at once, without a checkpoint: its processes here (SIGKILL), and its ranks on nodes started over ssh."
         s = self._status_file()
-        pgid, host = s.get("pgid"), s.get("launch_host", socket.gethostname())
-        if not pgid or not self.alive(): return self.status()
-        if host != socket.gethostname(): raise RuntimeError(f"{self.run_dir} was launched on {host}: kill it there")
-        if s.get("teardown"):  # ranks under the nodes' sshd: only a command run there reaches them
-            t = s["teardown"]
-            try: subprocess.run(t["cmd"], env={**os.environ, **t["env"]}, capture_output=True, timeout=60)
-            except (OSError, subprocess.TimeoutExpired): pass
+        if not self._here(s):
+            if not self.alive(): return self.status()
+            raise RuntimeError(f"{self.run_dir} was launched on {s.get('launch_host')}: kill it there")
+        pgid = self._group(s)
+        if pgid is None: return self.status()
+        unreached = ""
+        if s.get("launcher") == "pdsh":  # ranks under the nodes' sshd: only a command run there reaches them
+            try: cmd, env = self._kill_command(s)
+            except (OSError, ValueError) as e: unreached = str(e)
+            else:
+                try: subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, timeout=60)
+                except (OSError, subprocess.TimeoutExpired) as e: unreached = f"pdsh failed: {e}"
         _killpg(pgid, signal.SIGKILL)  # the launcher too, before its own SIGTERM handler pkills every DeepSpeed job on the nodes
-        return self.wait(timeout=30)
+        final = self.wait(timeout=30)
+        if unreached: raise RuntimeError(f"{self.run_dir}: its processes here are killed, its ranks on the other nodes maybe "
+                                         f"not ({unreached}): kill them there")
+        return final
+
+    def _kill_command(self, s: dict) -> tuple[list[str], dict]:
+        "The pdsh kill command for this run, rebuilt now from the run's own hostfile copy and ssh port (both checked)."
+        port = s.get("ssh_port")
+        if port is not None and not _port(port):
+            raise ValueError(f"{self.paths.status}: ssh_port {port!r} is not a port number")
+        ssh_args = self._ssh_args if self._ssh_args is not None else os.environ.get("PDSH_SSH_ARGS_APPEND", "")
+        return _teardown(self.paths.root.resolve(), list(_hosts(self.paths.root/"hostfile")), port, ssh_args)
 
     def checkpoint(self) -> Path:
         "Ask the running job for a checkpoint at the end of its current step (`checkpoint_saved` follows in the metrics)."
@@ -231,16 +319,20 @@ class Job:
 
     def __repr__(self):
         s = self.status()
-        last = (self.metrics("train") or [{}])[-1]
+        lines, skipped = self._lines()
+        last = ([r for r in lines if r["kind"] == "train"] or [{}])[-1]
+        loss = _number(last.get("loss"))
         return (f"Job({self.run_dir}): {s.get('state')}, step {last.get('step', 0)}/{s.get('max_steps', '?')}"
-                + (f", loss {last['loss']:.4f}" if "loss" in last else "") + (f"\n  error: {s['error']}" if s.get("error") else ""))
+                + (f", loss {loss:.4f}" if loss is not None else "")
+                + (f" ({skipped} unreadable metrics line{'s' * (skipped != 1)} skipped)" if skipped else "")
+                + (f"\n  error: {s['error']}" if s.get("error") else ""))
 
 # %% ../nbs/30_jobs.ipynb #8579f1a6
-def launch(config: RunConfig | str | Path, *overrides, run_dir: str | Path | None = None, procs: int = 1,
+def launch(config: RunConfig | str | Path | None, *overrides, run_dir: str | Path | None = None, procs: int = 1,
            hostfile: str | None = None, no_ssh: bool = False, node_rank: int | None = None, master_addr: str | None = None,
            master_port: int | None = None, launcher: str = "pdsh", ssh_port: int | None = None,
            runner_args: list[str] = (), env: dict | None = None, **values) -> Job:
-    "Start training `config` as a background DeepSpeed job with `procs` processes; return its Job at once."
+    "Start training `config` as a background DeepSpeed job with `procs` processes; return its Job at once (an existing `run_dir` resumes)."
     run_dir = Path(run_dir) if run_dir else None
     over_ssh = bool(hostfile) and not no_ssh  # node 0's launcher starts every node's ranks (pdsh, MPI, SLURM)
     if over_ssh and launcher not in LAUNCHERS:
@@ -248,68 +340,115 @@ def launch(config: RunConfig | str | Path, *overrides, run_dir: str | Path | Non
     if over_ssh and not shutil.which(LAUNCHERS[launcher]):
         raise RuntimeError(f"the {launcher} launcher needs `{LAUNCHERS[launcher]}`, which is not installed here: install it "
                            f"(for pdsh: apt-get install pdsh), or run one launcher per node with no_ssh=True")
+    if ssh_port is not None and not _port(ssh_port): raise ValueError(f"ssh_port {ssh_port!r} is not a port number (1-65535)")
     joining = node_rank not in (None, 0)  # another node of a run that node 0 launched
     if joining and (run_dir is None or not (run_dir/"config.json").is_file()):
         raise RuntimeError("a node with node_rank > 0 joins a run that node 0 launched: launch node 0 first, "
                            "and give every node the same run_dir (on a shared file system) and master_port")
+    hosts = _hosts(hostfile) if hostfile else {"localhost": procs}
+    values, hardware = {**values, "world_size": sum(hosts.values())}, local_hardware() if not hostfile else None
     if run_dir is not None and (run_dir/"config.json").is_file():
         job = Job(run_dir)
         if job.alive() and not joining:
             raise RuntimeError(f"{run_dir} is already running (pid group {job._status_file().get('pgid')}): attach to it instead")
-        data = json.loads((run_dir/"config.json").read_text())
-    else:
-        data = (config.model_dump() if isinstance(config, RunConfig) else
-                RunConfig.load(config).model_dump())
-    hosts = _hosts(hostfile) if hostfile else {"localhost": procs}
-    nodes, world = len(hosts), sum(hosts.values())
-    from deepseek_wb.config import apply_overrides
-    data = apply_overrides(apply_overrides(data, list(overrides)), {**values, "world_size": world})
-    cfg, problems = check(data, local_hardware() if not hostfile else None)
-    if cfg is None: raise ConfigError(problems, "launch")
+        cfg = _resumed_config(RunPaths(run_dir.resolve()), config, overrides, values, hardware)
+    elif config is None:
+        raise ValueError(f"launch(None, ...) resumes a run, but {run_dir} holds none (no config.json): give a config")
+    else: cfg = _checked(config, overrides, values, hardware)
     if cfg.data.source != "demo" and not Path(cfg.data.source).exists():
         raise ConfigError([Problem("data.source", f"{cfg.data.source} does not exist", "give an existing file or folder, or 'demo'")], "launch")
-    run_dir = run_dir or Path(cfg.output_root)/new_run_id(cfg.name)
-    run = RunPaths(run_dir.resolve())
-    run.logs.mkdir(parents=True, exist_ok=True)
-    if not joining:
-        atomic_write_json(run.config, cfg.model_dump(mode="json"))
-        atomic_write_json(run.ds_config, cfg.to_deepspeed())
-        for request in ("stop", "stop.taken", "checkpoint"): (run.control/request).unlink(missing_ok=True)  # an earlier attempt's
+    ds_config = cfg.to_deepspeed()
+    run = RunPaths((run_dir or Path(cfg.output_root)/new_run_id(cfg.name)).resolve())
     environment = job_env(max(hosts.values()), env)
-    if over_ssh: environment["DS_ENV_FILE"] = str(ssh_env_file(run, environment, env, shell=launcher == "pdsh"))
     cmd = launcher_command(run, procs, master_port or free_port(), hostfile, no_ssh, node_rank, master_addr,
                            launcher, ssh_port, runner_args)
+    # Everything is checked: only now is the run directory written.
+    run.logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+    run.logs.chmod(0o700)  # the launcher's log shows the exports sent to the nodes: the owner's eyes only
+    if not joining:
+        atomic_write_json(run.config, cfg.model_dump(mode="json"))
+        atomic_write_json(run.ds_config, ds_config)
+        if hostfile: atomic_write(run.root/"hostfile", "".join(f"{h} slots={n}\n" for h, n in hosts.items()))  # Job.kill's
+        for request in ("stop", "stop.taken", "checkpoint"): (run.control/request).unlink(missing_ok=True)  # an earlier attempt's
+    if over_ssh:
+        environment = _launcher_env(environment, env)
+        environment["DS_ENV_FILE"] = str(ssh_env_file(run, environment, env, shell=launcher == "pdsh"))
     supervise = [sys.executable, "-m", "deepseek_wb.jobs", "supervise", str(run.root), str(node_rank or 0), "--"] + cmd
-    log = open(run.logs/("launcher.log" if not joining else f"launcher_node{node_rank}.log"), "ab")
-    proc = subprocess.Popen(supervise, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env=environment, cwd=os.getcwd())
-    log.close()
+    log = os.open(run.logs/("launcher.log" if not joining else f"launcher_node{node_rank}.log"),
+                  os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(log, 0o600)
+    try: proc = subprocess.Popen(supervise, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 start_new_session=True, env=environment, cwd=os.getcwd())
+    finally: os.close(log)
     if joining: return Job(run.root, proc, node_pgid=proc.pid)
     try: leader_started = psutil.Process(proc.pid).create_time()
     except psutil.Error: leader_started = None
     atomic_write_json(run.status, dict(state="queued", pid=proc.pid, pgid=proc.pid, started_at=time.time(),
                                        launch_host=socket.gethostname(), leader_started=leader_started,
-                                       command=cmd, nodes=nodes, procs=procs,
+                                       command=[redact(a) for a in cmd], nodes=len(hosts), procs=procs,
                                        launcher=launcher if over_ssh else "no_ssh" if hostfile else "local",
-                                       teardown=_teardown(run, hosts, environment, ssh_port) if over_ssh and launcher == "pdsh" else None))
-    return Job(run.root, proc)
+                                       ssh_port=ssh_port if over_ssh else None))
+    return Job(run.root, proc, _ssh_args=environment.get("PDSH_SSH_ARGS_APPEND"))
 
-def _teardown(run: RunPaths, hosts: dict, env: dict, ssh_port: int | None) -> dict:
-    "The pdsh command that SIGKILLs this run's DeepSpeed launch and ranks on every node, and the environment it needs."
-    pattern = rf"-m [d]eeps(eek_wb\.train|peed\.launcher\.launch) .*--run-dir {re.escape(str(run.root))}$"  # [d]: not pkill's own shell
-    ssh_args = env.get("PDSH_SSH_ARGS_APPEND", "") + (f" -p {ssh_port}" if ssh_port else "")
-    return dict(cmd=["pdsh", "-S", "-w", ",".join(hosts), f"pkill -KILL -f -- {shlex.quote(pattern)}"],
-                env=dict(PDSH_RCMD_TYPE="ssh", PDSH_SSH_ARGS_APPEND=ssh_args.strip()))
+# %% ../nbs/30_jobs.ipynb #cfedd4ea
+def _port(p) -> bool: return isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536
 
-def _hosts(hostfile: str) -> dict[str, int]:
-    "Hosts and their slots from a DeepSpeed hostfile."
+def _checked(config: RunConfig | dict | str | Path, overrides, values: dict, hardware, source: str = "launch") -> RunConfig:
+    "`config` (a RunConfig, a dict, or a YAML/JSON file) with `overrides` then `values` applied, checked for `hardware`."
+    if isinstance(config, (str, Path)): cfg, problems = check_file(config, overrides, hardware, values=values)
+    else:
+        data = config.model_dump() if isinstance(config, RunConfig) else config
+        cfg, problems = check(apply_overrides(apply_overrides(data, list(overrides)), values), hardware)
+    if cfg is None: raise ConfigError(problems, str(config) if isinstance(config, (str, Path)) else source)
+    return cfg
+
+def _differences(run: dict, given: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    "The dotted fields whose values differ between config dicts `run` and `given`: (field, run's, given's)."
+    out = []
+    for k in list(run) + [k for k in given if k not in run]:
+        a, b = run.get(k, "(unset)"), given.get(k, "(unset)")
+        if isinstance(a, dict) and isinstance(b, dict): out += _differences(a, b, f"{prefix}{k}.")
+        elif a != b: out.append((f"{prefix}{k}", a, b))
+    return out
+
+def _resumed_config(run: RunPaths, config, overrides, values: dict, hardware) -> RunConfig:
+    "The config that resumes `run`: its config.json with `overrides` and `values`; a `config` that says otherwise is refused."
+    try: stored = json.loads(run.config.read_bytes())
+    except (OSError, ValueError) as e:
+        raise ConfigError([Problem("config.json", f"cannot be read: {e}", "restore it, or start a new run")], str(run.root)) from None
+    if not isinstance(stored, dict):
+        raise ConfigError([Problem("config.json", f"holds a {type(stored).__name__}, not a config", "start a new run")], str(run.root))
+    resumed = _checked(stored, overrides, values, hardware, str(run.config))
+    if config is None or isinstance(config, (str, Path)) and Path(config).resolve() == run.root: return resumed
+    changed = _differences(resumed.model_dump(mode="json"), _checked(config, overrides, values, hardware).model_dump(mode="json"))
+    if not changed: return resumed
+    as_values = "{" + ", ".join(f"{k!r}: {b!r}" for k, _, b in changed) + "}"
+    as_args = " ".join(shlex.quote(f"{k}={json.dumps(b)}") for k, _, b in changed)
+    raise ConfigError([Problem(k, f"{json.dumps(a)} (run) -> {json.dumps(b)} (given)") for k, a, b in changed],
+                      f"{run.root} holds a run with another config. To resume it with these changes, pass them as overrides: "
+                      f"launch(None, run_dir='{run.root}', **{as_values}), or deepseek-wb launch {run.config} --run-dir {run.root} "
+                      f"{as_args}. To start a new run, give another run_dir (or none)")
+
+# %% ../nbs/30_jobs.ipynb #d2ee9217
+def _teardown(root: Path, hosts: list[str], ssh_port: int | None, ssh_args: str) -> tuple[list[str], dict]:
+    "The pdsh command that SIGKILLs run `root`'s DeepSpeed launch and ranks on `hosts`, and the environment it needs."
+    pattern = rf"-m [d]eeps(eek_wb\.train|peed\.launcher\.launch) .*--run-dir {re.escape(str(root))}$"  # [d]: not pkill's own shell
+    ssh_args = ssh_args + (f" -p {ssh_port}" if ssh_port else "")
+    return (["pdsh", "-S", "-w", ",".join(hosts), f"pkill -KILL -f -- {shlex.quote(pattern)}"],
+            dict(PDSH_RCMD_TYPE="ssh", PDSH_SSH_ARGS_APPEND=ssh_args.strip()))
+
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")  # nothing pdsh or a shell would read as more
+
+def _hosts(hostfile: str | Path) -> dict[str, int]:
+    "Hosts and their slots from a DeepSpeed hostfile (host names checked: letters, digits, '.', '-', '_')."
     hosts = {}
-    for line in Path(hostfile).read_text().splitlines():
+    for i, line in enumerate(Path(hostfile).read_text().splitlines(), 1):
         line = line.split("#")[0].strip()
         if not line: continue
-        m = re.match(r"^(\S+)\s+slots=(\d+)$", line)
-        if not m: raise ValueError(f"{hostfile}: '{line}' is not 'HOST slots=N'")
-        hosts[m.group(1)] = int(m.group(2))
+        m = re.fullmatch(r"(\S+)\s+slots=(\d+)", line)
+        if not m: raise ValueError(f"{hostfile}:{i}: '{line}' is not 'HOST slots=N'")
+        if not _HOST.fullmatch(m[1]): raise ValueError(f"{hostfile}:{i}: '{m[1]}' is not a host name (letters, digits, '.', '-', '_')")
+        hosts[m[1]] = int(m[2])
     return hosts
 
 # %% ../nbs/30_jobs.ipynb #cec325e5
@@ -331,12 +470,22 @@ def remove_stale_shm(min_age: float = 60) -> list[str]:
         except OSError: pass
     return removed
 
+def _copy_redacted(src, dst):
+    "Copy the lines of byte stream `src` to `dst` through `redact` as they come (DeepSpeed's runner prints every export)."
+    for line in iter(src.readline, b""):
+        dst.write(redact(line.decode(errors="surrogateescape")).encode(errors="surrogateescape"))
+        dst.flush()
+
 def supervise(run_dir: str | Path, cmd: list[str], node_rank: int = 0) -> int:
     "Run the launcher `cmd` for `run_dir`, and record how it ended if the job could not (node 0 only)."
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the launcher and the ranks handle it; we wait for them
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     run = RunPaths(Path(run_dir))
-    code = subprocess.call(cmd)
+    launcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    copier = threading.Thread(target=_copy_redacted, args=(launcher.stdout, sys.stdout.buffer), daemon=True)
+    copier.start()
+    code = launcher.wait()
+    copier.join(timeout=10)  # the launcher's last lines; a straggler that still holds the pipe is not waited for
     remove_stale_shm()
     if node_rank != 0: return code  # node 0 owns the run's status
     status = Job(run.root)._status_file()
@@ -352,15 +501,25 @@ if __name__ == "__main__" and "IPython" not in sys.modules and sys.argv[1:2] == 
     sys.exit(supervise(sys.argv[2], sys.argv[sys.argv.index("--") + 1:], int(sys.argv[3])))
 
 # %% ../nbs/30_jobs.ipynb #a02f6b22
+def _row(job: Job) -> dict:
+    "One row of `list_runs` for `job`."
+    import pandas as pd
+    s = job.status()
+    lines, skipped = job._lines()
+    train = [r for r in lines if r["kind"] == "train"]
+    started = _number(s.get("started_at"))
+    return dict(run=job.run_dir.name, state=s.get("state"), step=train[-1].get("step") if train else 0,
+                max_steps=s.get("max_steps"), loss=_number(train[-1].get("loss")) if train else None,
+                checkpoints=len(job.checkpoints()), skipped_lines=skipped,
+                started=pd.to_datetime(started, unit="s") if started is not None and abs(started) < 1e11 else None,
+                error=s.get("error", ""))
+
 def list_runs(root: str | Path = "runs"):
-    "A table of the runs under `root`: state, progress, last loss, checkpoints, start time."
+    "A table of the runs under `root`: state, progress, last loss, checkpoints, start time; a run that cannot be read says why."
     import pandas as pd
     rows = []
     for status in sorted(Path(root).glob("*/status.json")):
-        job = Job(status.parent)
-        s, train = job.status(), job.metrics("train")
-        rows.append(dict(run=status.parent.name, state=s.get("state"), step=train[-1]["step"] if train else 0,
-                         max_steps=s.get("max_steps"), loss=train[-1]["loss"] if train else None,
-                         checkpoints=len(job.checkpoints()), started=pd.to_datetime(s.get("started_at"), unit="s"),
-                         error=s.get("error", "")))
-    return pd.DataFrame(rows, columns=["run", "state", "step", "max_steps", "loss", "checkpoints", "started", "error"])
+        try: rows.append(_row(Job(status.parent)))
+        except Exception as e:  # one bad run directory must not hide the others
+            rows.append(dict(run=status.parent.name, state="unreadable", error=f"{type(e).__name__}: {e}"))
+    return pd.DataFrame(rows, columns=["run", "state", "step", "max_steps", "loss", "checkpoints", "skipped_lines", "started", "error"])

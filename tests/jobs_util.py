@@ -9,6 +9,7 @@ import psutil
 
 from deepseek_wb.config import RunConfig
 from deepseek_wb.core import read_jsonl
+from deepseek_wb.jobs import leader_check
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +28,7 @@ def losses(run_dir, after_last_resume=False) -> dict:
     if after_last_resume:
         idx = max(i for i, r in enumerate(recs) if r.get("event") == "resumed")
         recs = recs[idx:]
-    return {r["step"]: r["loss"] for r in recs if r["kind"] == "train"}
+    return {r["step"]: r["loss"] for r in recs if r.get("kind") == "train"}
 
 
 def wait_for(predicate, timeout=300, poll=0.05, what="condition"):
@@ -45,7 +46,9 @@ def events(run_dir, name):
 
 
 def kill_group(job, sig=signal.SIGKILL):
-    pgid = json.loads((Path(job.run_dir) / "status.json").read_text())["pgid"]
+    "Send `sig` to the job's process group (a crash), once it is proven the job's own, and wait for it to end."
+    pgid, problem = leader_check(job.run_dir, json.loads((Path(job.run_dir) / "status.json").read_text()))
+    assert pgid, f"not the job's process group: {problem or 'nothing runs'}"
     os.killpg(pgid, sig)
     wait_for(lambda: not job.alive(), timeout=60, what="the process group to die")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from deepseek_wb.jobs import free_port, job_env, launch
+from deepseek_wb.jobs import Job, free_port, job_env, launch
 from jobs_util import events, losses, tiny_config, wait_for
 
 
@@ -81,18 +81,25 @@ def _ranks(run_dir) -> list[psutil.Process]:
     return found
 
 
-def _over_ssh(sshd, run_dir, hostfile, **values):
+def _over_ssh(sshd, run_dir, hostfile, env=None, **values):
     return launch(tiny_config(), run_dir=run_dir, **values, hostfile=str(hostfile), ssh_port=sshd["port"],
                   master_addr="127.0.0.1", runner_args=["--no_ssh_check"],  # DeepSpeed's check would use ~/.ssh
-                  env={"PDSH_SSH_ARGS_APPEND": sshd["options"], "DEEPSEEK_WB_TEST_MARK": "sent"})
+                  env={"PDSH_SSH_ARGS_APPEND": sshd["options"], "DEEPSEEK_WB_TEST_MARK": "sent", **(env or {})})
 
 
-def test_two_nodes_over_ssh_match_one_node(sshd, one_node, tmp_path):
+SECRETS = {"HF_AUTH": "leaked-hf-auth", "HF_TOKEN": "leaked-hf-token", "MLFLOW_TRACKING_PASSWORD": "leaked-mlflow",
+           "NCCL_API_KEY": "leaked-nccl", "DEEPSEEK_WB_DB": "postgres://me:leaked-pw@db/runs"}
+
+
+def test_two_nodes_over_ssh_match_one_node(sshd, one_node, tmp_path, monkeypatch):
+    """...and the secrets of the launching shell stay home: only what is passed in env= travels, and no log shows it."""
     cfg, reference = one_node
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
     hostfile = tmp_path / "hostfile"  # 127.0.0.0/8 is all loopback: two addresses, two "nodes"
     hostfile.write_text("127.0.0.1 slots=1\n127.0.0.2 slots=1\n")
     run = (tmp_path / "ssh").resolve()
-    job = _over_ssh(sshd, run, hostfile, max_steps=6, checkpoint_every=3)
+    job = _over_ssh(sshd, run, hostfile, env={"DEEPSEEK_WB_TEST_TOKEN": "passed-on-purpose"}, max_steps=6, checkpoint_every=3)
     wait_for(lambda: len(_ranks(run)) == 2 or not job.alive(), timeout=300, poll=0.2, what="both ranks to start")
     ranks = _ranks(run)
     assert len(ranks) == 2, job.tail(30)
@@ -102,10 +109,20 @@ def test_two_nodes_over_ssh_match_one_node(sshd, one_node, tmp_path):
         environ = rank.environ()
         assert environ.get("HF_HUB_OFFLINE") == "1" and environ.get("DEEPSEEK_WB_TEST_MARK") == "sent", environ
         assert environ.get("OMP_NUM_THREADS") == job_env(1)["OMP_NUM_THREADS"]  # the cores of a node with one slot
+        assert environ.get("DEEPSEEK_WB_TEST_TOKEN") == "passed-on-purpose" and not set(SECRETS) & set(environ), environ
     assert job.wait(timeout=600)["state"] == "finished", job.status()
-    assert job.status()["launcher"] == "pdsh" and job.status()["nodes"] == 2
+    status = job.status()
+    assert status["launcher"] == "pdsh" and status["nodes"] == 2 and status["ssh_port"] == sshd["port"]
+    assert "teardown" not in status and (run / "hostfile").read_text() == hostfile.read_text()
     assert losses(run) == losses(reference)
     assert not _ranks(run)
+    launcher_log = (run / "logs" / "launcher.log").read_text()
+    assert "DEEPSEEK_WB_TEST_TOKEN=***" in launcher_log and "export HF_HUB_OFFLINE=1" in launcher_log  # redacted, not dropped
+    for path in [run / "status.json", run / ".deepspeed_env", *(run / "logs").iterdir()]:
+        text = path.read_text(errors="replace")
+        assert "leaked" not in text and ("passed-on-purpose" not in text or path.name == ".deepspeed_env"), path
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (run / "logs", run / "logs" / "launcher.log", run / ".deepspeed_env")}
+    assert modes == {"logs": "0o700", "launcher.log": "0o600", ".deepspeed_env": "0o600"}, modes
 
 
 def test_stop_over_ssh_saves_and_ends_every_node(sshd, tmp_path):
@@ -133,7 +150,7 @@ def test_unreachable_node_is_reported_with_its_cause(sshd, tmp_path):
     assert final["state"] == "failed" and "could not be reached over ssh" in final["error"], final
 
 
-def test_kill_over_ssh_ends_this_run_on_every_node_and_nothing_else(sshd, tmp_path):
+def test_kill_over_ssh_ends_this_run_on_every_node_and_nothing_else(sshd, tmp_path, monkeypatch):
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("127.0.0.1 slots=1\n127.0.0.2 slots=1\n")
     run = (tmp_path / "killed").resolve()
@@ -143,7 +160,8 @@ def test_kill_over_ssh_ends_this_run_on_every_node_and_nothing_else(sshd, tmp_pa
         job = _over_ssh(sshd, run, hostfile, max_steps=100_000, checkpoint_every=1000)
         wait_for(lambda: len(losses(run)) >= 2 or not job.alive(), timeout=300, what="two steps")
         assert len(_ranks(run)) == 2, job.tail(30)
-        final = job.kill()
+        monkeypatch.setenv("PDSH_SSH_ARGS_APPEND", sshd["options"])  # ssh's options come from the caller, never the run
+        final = Job.attach(run).kill()  # a fresh handle: the kill command is rebuilt from the run's hostfile and ssh port
         assert final["state"] == "failed" and not job.alive() and not _ranks(run), final
         assert bystander.poll() is None  # DeepSpeed's own teardown would have pkilled every launch of this Python
     finally:
