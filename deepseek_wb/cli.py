@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, check_file, parse_value
+from .config import ConfigError, check_file, parse_value, read_yaml_file
 from .env import env_report, local_hardware
 
 # %% auto #0
@@ -75,12 +75,10 @@ def parse_rule(text: str) -> dict:
 
 def _read_rules(path: str) -> list:
     "The rules of a YAML/JSON rules file (a list of `{rule: name, ...}`); a ValueError names the file and line."
-    import yaml
-    try: rules = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except yaml.MarkedYAMLError as e:
-        line = f":{e.problem_mark.line + 1}" if e.problem_mark else ""
-        raise ValueError(f"{path}{line}: {e.problem}; fix the YAML") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e: raise ValueError(f"{path}: not a YAML rules file ({e})") from None
+    try: rules = read_yaml_file(path, "rules file")  # read as configs are: capped in size, no anchors or aliases
+    except ConfigError as e:
+        p = e.problems[0]
+        raise ValueError(f"{path}" + (f":{p.line}" if p.line else "") + f": {p.message}; {p.fix}") from None
     if not isinstance(rules, list):
         raise ValueError(f"{path}: expected a list of rules, e.g. '- rule: html', got a {type(rules).__name__}")
     return rules
@@ -101,9 +99,10 @@ def _data_clean(args) -> int:
     from deepseek_wb.clean import Pipeline
     from deepseek_wb.core import atomic_write_json
     from deepseek_wb.data import DataError, check_output, load_texts, save_texts
-    report_path = Path(f"{args.output}.report.json")
+    output = Path(args.output)  # normalised as save_texts sees it: `out/` is `out`, and its report goes beside it, not into it
     try:  # a refused output is said before the (possibly long) cleaning, not after
-        check_output(args.output, force=args.force, inputs=[args.input])
+        check_output(output, force=args.force, inputs=[args.input])
+        report_path = Path(f"{output}.report.json")
         _check_report_path(report_path, args.force)
         rules = None
         if args.rules_file: rules = _read_rules(args.rules_file)
@@ -114,7 +113,7 @@ def _data_clean(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     cleaned, report = pipeline.run(ds, num_proc=args.num_proc)
-    try: out = save_texts(cleaned, args.output, force=args.force, inputs=[args.input])
+    try: out = save_texts(cleaned, output, force=args.force, inputs=[args.input])
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ Docs: https://deepseek-wb.github.io/deepseek_wb/config.html.md"""
 # %% ../nbs/02_config.ipynb #94bac5b7
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import functools
@@ -14,6 +15,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -26,10 +28,11 @@ from .core import atomic_write
 from .env import Hardware, plan_hardware, quiet_deepspeed
 
 # %% auto #0
-__all__ = ['DEEPSPEED_KEYS', 'FieldError', 'Section', 'DataConfig', 'ModelConfig', 'LoraConfig', 'PromptConfig',
-           'OptimizerConfig', 'ScheduleConfig', 'FP16Config', 'ZeroConfig', 'RunConfig', 'deepspeed_parse',
-           'build_scheduler', 'Problem', 'ConfigError', 'check', 'parse_value', 'apply_overrides', 'read_config_file',
-           'check_file', 'hf_config', 'plan_for']
+__all__ = ['DEEPSPEED_KEYS', 'MAX_CONFIG_BYTES', 'MAX_CONFIG_DEPTH', 'FieldError', 'Section', 'DataConfig', 'ModelConfig',
+           'LoraConfig', 'PromptConfig', 'OptimizerConfig', 'ScheduleConfig', 'FP16Config', 'ZeroConfig', 'RunConfig',
+           'deepspeed_parse', 'build_scheduler', 'Problem', 'ConfigError', 'check', 'ConfigLoader', 'parse_value',
+           'apply_overrides', 'read_yaml_file', 'read_config_file', 'check_file', 'CustomCodeRefused', 'no_custom_code',
+           'hf_config', 'plan_for']
 
 # %% ../nbs/02_config.ipynb #f245918f
 class FieldError(ValueError):
@@ -169,6 +172,47 @@ class RunConfig(Section):
         "Sequences per optimizer step over all processes."
         return self.micro_batch_size * self.gradient_accumulation_steps * self.world_size
 
+# %% ../nbs/02_config.ipynb #cc370b20
+_CHECKPOINTS = "remove it: the workbench saves and loads checkpoints itself, reading only plain data"
+_REFUSED_SECTIONS = {  # DeepSpeed 0.19 top-level key -> (why it is refused, what to do)
+    "wandb": ("sends the run's metrics over the network to Weights & Biases",
+              "remove it: the run's metrics are in its metrics.jsonl and on the Prometheus endpoint (prometheus_port)"),
+    "comet": ("sends the run's metrics over the network to Comet",
+              "remove it: the run's metrics are in its metrics.jsonl and on the Prometheus endpoint (prometheus_port)"),
+    "nebula": ("sends checkpoints to the Nebula storage service (removed from DeepSpeed 0.19)", _CHECKPOINTS),
+    "tensorboard": ("writes event files under its output_path/job_name, outside the run directory",
+                    "remove it: every run writes TensorBoard files to its own tb/ folder"),
+    "csv_monitor": ("writes CSV files under its output_path/job_name, outside the run directory",
+                    "remove it: every run writes its metrics to its own metrics.jsonl"),
+    "autotuning": ("writes result and metric files (results_dir, exps_dir, metric_path; autotuning_metric.json in the "
+                   "working folder when unset)", "remove it: autotuning is DeepSpeed's launcher's job, not a run's"),
+    "datastates_ckpt": ("replaces DeepSpeed's checkpoint engine with one the workbench does not check", _CHECKPOINTS),
+}
+_CHECKPOINT_SETTINGS_ALLOWED = {"tag_validation"}  # the rest of `checkpoint` changes how checkpoints are written or read
+_PATH_KEY = re.compile(r"(^|_)(path|paths|dir|dirs|directory|file|files|filename|folder)$")
+
+def _refused_extras(extras: dict, prefix: str = "deepspeed") -> list[tuple[str, str, str]]:
+    "(field, why, what to do) for each `deepspeed` extra that would make DeepSpeed touch a path, the network or checkpoint loading."
+    out = []
+    def walk(node, field):
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for k, v in items:
+            if isinstance(k, str) and _PATH_KEY.search(k.lower()):
+                out.append((f"{field}.{k}", f"names a file or folder for DeepSpeed to write or read ({v!r:.80})",
+                            "remove it: a config may come from someone else, so it cannot point DeepSpeed at paths "
+                            "(what DeepSpeed prints goes to the run's logs/)"))
+            else: walk(v, f"{field}.{k}")
+    for k, v in extras.items():
+        if k in _REFUSED_SECTIONS: out.append((f"{prefix}.{k}", *_REFUSED_SECTIONS[k]))
+        elif k == "checkpoint" and isinstance(v, dict):
+            for s in v:
+                if s not in _CHECKPOINT_SETTINGS_ALLOWED:
+                    out.append((f"{prefix}.checkpoint.{s}", "changes how DeepSpeed writes or loads checkpoints"
+                                + (" (universal checkpoints are read with torch.load(weights_only=False), which runs "
+                                   "what the file asks)" if s == "load_universal" else ""), _CHECKPOINTS))
+        else: walk({k: v}, prefix)
+    return out
+
 # %% ../nbs/02_config.ipynb #486465ca
 def _deep_merge(base: dict, extra: dict) -> dict:
     out = copy.deepcopy(base)
@@ -191,7 +235,11 @@ def _scheduler(c: RunConfig) -> dict:
 
 @patch
 def to_deepspeed(c: RunConfig) -> dict:
-    "The DeepSpeed config for this run config."
+    "The DeepSpeed config for this run config; a FieldError when its `deepspeed` extras hold what `check` refuses."
+    if refused := _refused_extras(c.deepspeed):  # a RunConfig built or changed without `check` must not get them through
+        fix = "remove " + ", ".join(field for field, _, _ in refused)
+        raise FieldError("deepspeed: the extras ask DeepSpeed for what a run config may not ("
+                         + "; ".join(f"{field} {why}" for field, why, _ in refused) + f"): {fix}", fix)
     o = c.optimizer
     opt = dict(type="AdamW", params=dict(lr=o.lr, betas=list(o.betas), eps=o.eps, weight_decay=o.weight_decay))
     if not c.zero.offload_optimizer:  # torch's AdamW, fused: no C++ op to build, and on a CPU 2-3x faster than its default
@@ -362,6 +410,11 @@ def _model_problems(c: RunConfig) -> list[Problem]:
     if m.path is not None and not Path(m.path).is_dir():
         out.append(Problem("model.path", f"no such model directory: {m.path}",
                            "give a local directory holding config.json (save one with model.save_pretrained)"))
+    elif m.path is not None:
+        try: hf_config(m)  # config.json alone: a folder that holds no model, or asks to run its own code, is refused before launch
+        except (OSError, ValueError) as e:
+            out.append(Problem("model.path", str(e).strip().splitlines()[0],
+                               "give a local directory saved with model.save_pretrained, of a model type transformers ships"))
     if m.tokenizer_path is not None and not Path(m.tokenizer_path).is_dir():
         out.append(Problem("model.tokenizer_path", f"no such tokenizer directory: {m.tokenizer_path}",
                            "give a local directory saved with tokenizer.save_pretrained, or leave it unset to train one"))
@@ -435,7 +488,7 @@ def _deepspeed_problems(c: RunConfig) -> list[Problem]:
                                _did_you_mean(k, DEEPSPEED_KEYS)))
         elif k in _OWNED:
             out.append(Problem(f"deepspeed.{k}", "set by the run config", f"set {_OWNED[k]} instead"))
-    return out
+    return out + [Problem(field, why, fix) for field, why, fix in _refused_extras(c.deepspeed)]
 
 # %% ../nbs/02_config.ipynb #0607d6f9
 def _without(data: dict, locs: list[tuple]) -> dict:
@@ -478,9 +531,32 @@ def check(config: RunConfig | dict, hardware: Hardware | None = None, parse: boo
     return (None if any(p.level == "error" for p in problems) else cfg), problems
 
 # %% ../nbs/02_config.ipynb #6c85e090
+MAX_CONFIG_BYTES = 1_000_000  # a config holds settings, not data: anything larger is a mistake, or an attack
+
+MAX_CONFIG_DEPTH = 32  # DeepSpeed's deepest settings are 7 levels down; far deeper nesting only overflows the readers' stacks
+
+def _depth(data) -> int:
+    "The levels of nesting in `data` (mappings and lists), counted without recursion."
+    depth, level = 0, [data]
+    while level:
+        depth += 1
+        level = [v for x in level for v in (x.values() if isinstance(x, dict) else x if isinstance(x, list) else ())]
+    return depth
+
+class _AnchorRefused(yaml.composer.ComposerError):
+    "An anchor or alias in a run config."
+
+class ConfigLoader(yaml.SafeLoader):
+    "PyYAML's SafeLoader (no object tags) that refuses anchors and aliases: a few hundred bytes of nested aliases stand for billions of values."
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if getattr(event, "anchor", None) is not None:  # an anchor (&a) or an alias (*a)
+            raise _AnchorRefused(None, None, "YAML anchors and aliases are not accepted", event.start_mark)
+        return super().compose_node(parent, index)
+
 def parse_value(text: str):
     "Read an override value: JSON (numbers, booleans, lists, null) when it parses, else YAML, else the text itself."
-    for load in (json.loads, yaml.safe_load):
+    for load in (json.loads, functools.partial(yaml.load, Loader=ConfigLoader)):
         try: return load(text)
         except Exception: pass
     return text
@@ -513,35 +589,57 @@ def _yaml_lines(text: str) -> dict[str, int]:
                 key = f"{prefix}{k.value}"
                 lines[key] = k.start_mark.line + 1
                 walk(v, key + ".")
-    try: walk(yaml.compose(text), "")
-    except yaml.YAMLError: pass
+    try: walk(yaml.compose(text, Loader=ConfigLoader), "")
+    except (yaml.YAMLError, RecursionError): pass
     return lines
 
-def read_config_file(path: str | os.PathLike) -> dict:
-    "The settings in a YAML or JSON file, with a clear error for a missing file or a syntax error."
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError([Problem(str(path), "no such config file", "check the path (relative to the working directory)")], str(path))
-    try: text = path.read_text(encoding="utf-8")
+def _read_yaml(path: Path, what: str) -> tuple[object, str]:
+    "The data and the text of YAML (or, named .json, JSON) file `path`, or a ConfigError naming the file and line."
+    def refuse(field, message, fix, line=None): return ConfigError([Problem(field, message, fix, line=line)], str(path))
+    if not path.is_file(): raise refuse(str(path), f"no such {what}", "check the path (relative to the working directory)")
+    with open(path, "rb") as f: raw = f.read(MAX_CONFIG_BYTES + 1)  # read no more than the cap, whatever the file grows to
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise refuse("(file)", f"larger than {MAX_CONFIG_BYTES:,} bytes: a {what} holds settings, not data",
+                     "give the settings only (data goes in its own file, named by data.source)")
+    try: text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError([Problem("(file)", f"not UTF-8 text (byte {e.start}): a binary file, or text in another encoding",
-                                   "give a YAML or JSON config saved as UTF-8")], str(path)) from None
-    try: data = yaml.safe_load(text) if path.suffix != ".json" else json.loads(text)
+        raise refuse("(file)", f"not UTF-8 text (byte {e.start}): a binary file, or text in another encoding",
+                     f"give a YAML or JSON {what} saved as UTF-8") from None
+    too_deep = refuse("(file)", f"nested more than {MAX_CONFIG_DEPTH} levels deep", f"keep a {what} to a few levels of key: value")
+    try: data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=ConfigLoader)
+    except _AnchorRefused as e:
+        raise refuse("(anchors)", f"{e.problem} in a {what}", "write the values out", e.problem_mark.line + 1) from None
     except yaml.MarkedYAMLError as e:
         m = e.problem_mark
-        raise ConfigError([Problem("(syntax)", f"{e.problem}", "fix the YAML syntax", line=m.line + 1 if m else None)], str(path)) from None
-    except json.JSONDecodeError as e:
-        raise ConfigError([Problem("(syntax)", e.msg, "fix the JSON syntax", line=e.lineno)], str(path)) from None
+        raise refuse("(syntax)", f"{e.problem}", "fix the YAML syntax", m.line + 1 if m else None) from None
+    except yaml.YAMLError as e: raise refuse("(syntax)", str(e), "fix the YAML syntax") from None
+    except json.JSONDecodeError as e: raise refuse("(syntax)", e.msg, "fix the JSON syntax", e.lineno) from None
+    except RecursionError: raise too_deep from None
+    if _depth(data) > MAX_CONFIG_DEPTH: raise too_deep
+    return data, text
+
+def read_yaml_file(path: str | os.PathLike, what: str = "config file"):
+    "The data in a YAML (or, named .json, JSON) file of at most MAX_CONFIG_BYTES, read without object tags, anchors or aliases."
+    return _read_yaml(Path(path), what)[0]
+
+def _read_config(path: Path) -> tuple[dict, str]:
+    "The settings and the text of config file `path`."
+    data, text = _read_yaml(path, "config file")
     if data is None: data = {}
     if not isinstance(data, dict):
         raise ConfigError([Problem("(top level)", f"expected a mapping of settings, got {type(data).__name__}")], str(path))
-    return data
+    return data, text
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    "The settings in a YAML or JSON file, with a clear error for a missing, oversized or binary file, a syntax error or an alias."
+    return _read_config(Path(path))[0]
 
 def check_file(path, overrides=(), hardware: Hardware | None = None, parse: bool = True,
                values: dict | None = None) -> tuple[RunConfig | None, list[Problem]]:
     "Read `path`, apply `key=value` `overrides` then dotted-key `values`, and `check` it; problems carry the file's lines."
-    data = apply_overrides(apply_overrides(read_config_file(path), overrides), values or {})
-    text_lines = _yaml_lines(Path(path).read_text(encoding="utf-8"))
+    data, text = _read_config(Path(path))  # one read: the lines are those of the text that was checked
+    data = apply_overrides(apply_overrides(data, overrides), values or {})
+    text_lines = _yaml_lines(text)
     cfg, problems = check(data, hardware, parse)
     for p in problems:
         key = p.field
@@ -592,12 +690,25 @@ def smoke(self: RunConfig, steps: int = 20, rows: int = 1000) -> RunConfig:
                             "schedule.warmup_steps": min(self.schedule.warmup_steps, steps // 4)})
 
 # %% ../nbs/02_config.ipynb #aedac464
-_HF_CONFIG = {"gpt2": "GPT2Config", "bert": "BertConfig", "llama": "LlamaConfig"}
+class CustomCodeRefused(ValueError):
+    "A model or tokenizer folder that asks to run Python code of its own (`auto_map`): nothing of it is run."
+
+@contextlib.contextmanager
+def no_custom_code(path, what: str = "model"):
+    "Around `from_pretrained(path, trust_remote_code=False)`: transformers' refusal of the folder's own code becomes a CustomCodeRefused."
+    try: yield
+    except ValueError as e:
+        if "trust_remote_code" not in str(e): raise
+        names = "config.json's model_type" if what == "model" else "tokenizer_config.json's tokenizer_class"
+        raise CustomCodeRefused(f"{path}: this {what} asks to run Python code from its folder (auto_map in its config); "
+                                "deepseek-wb never runs code from a model or tokenizer folder, and nothing of it was run. "
+                                f"Use a folder saved from a class that transformers ships (named by {names})") from None
 
 def hf_config(m: ModelConfig):
-    "The Hugging Face config for model section `m` (read from `m.path` when set)."
+    "The Hugging Face config for model section `m` (read from `m.path` when set, never running code from it)."
     import transformers
-    if m.path is not None: return transformers.AutoConfig.from_pretrained(m.path)
+    if m.path is not None:
+        with no_custom_code(m.path): return transformers.AutoConfig.from_pretrained(m.path, trust_remote_code=False)
     inter = m.intermediate_size or (4 * m.hidden_size if m.family != "llama" else int(8 * m.hidden_size / 3))
     ids = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
     if m.family == "gpt2":

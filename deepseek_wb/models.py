@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .config import RunConfig, hf_config
+from .config import RunConfig, hf_config, no_custom_code
 from .tokens import load_tokenizer, train_tokenizer
 
 # %% auto #0
@@ -37,11 +37,13 @@ def _auto_class(task: str):
 
 # %% ../nbs/20_models.ipynb #4e653ba4
 def build_base(cfg: RunConfig, tokenizer=None) -> torch.nn.Module:
-    "The model for run config `cfg` before its training mode: built from the config or loaded from `model.path`."
+    "The model for run config `cfg` before its training mode: built from the config or loaded from `model.path` (never running its code)."
     m = cfg.model
     hf = hf_config(m)
     if m.task == "classification": hf.num_labels = m.num_labels
-    model = _auto_class(m.task).from_pretrained(m.path, config=hf) if m.path else _auto_class(m.task).from_config(hf)
+    with no_custom_code(m.path):  # `hf` may carry the folder's auto_map: no code of the folder is run, whatever it says
+        model = _auto_class(m.task).from_pretrained(m.path, config=hf, trust_remote_code=False) if m.path \
+            else _auto_class(m.task).from_config(hf, trust_remote_code=False)
     if tokenizer is not None:
         if len(tokenizer) > model.get_input_embeddings().num_embeddings: model.resize_token_embeddings(len(tokenizer))
         if model.config.pad_token_id is None: model.config.pad_token_id = tokenizer.pad_token_id
@@ -79,7 +81,6 @@ def count_parameters(model: torch.nn.Module) -> dict:
 def base_source(cfg: RunConfig, base: torch.nn.Module) -> str | None:
     "Where adapter training's frozen `base` can be loaded from as it is: `model.path` (resolved), or None when only this run has it."
     if not cfg.model.path: return None
-    from transformers import AutoConfig
-    if AutoConfig.from_pretrained(cfg.model.path).vocab_size != base.get_input_embeddings().num_embeddings: return None
+    if hf_config(cfg.model).vocab_size != base.get_input_embeddings().num_embeddings: return None
     local = Path(cfg.model.path)
     return str(local.resolve()) if local.is_dir() else cfg.model.path

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import datasets
 
+from .config import no_custom_code
 from .data import column
 
 # %% auto #0
@@ -49,10 +50,10 @@ def train_tokenizer(texts, vocab_size: int = 4096, kind: str = "bpe", min_freque
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIALS[kind])
 
 def load_tokenizer(path: str | Path):
-    "Load a tokenizer saved with `save_pretrained` from a local directory."
+    "Load a tokenizer saved with `save_pretrained` from a local directory, never running code from it (CustomCodeRefused)."
     from transformers import AutoTokenizer
     if not Path(path).is_dir(): raise FileNotFoundError(f"no such tokenizer directory: {path}")
-    return AutoTokenizer.from_pretrained(str(path))
+    with no_custom_code(path, "tokenizer"): return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
 
 # %% ../nbs/13_tokens.ipynb #1e395812
 def _digest(ds: datasets.Dataset, tokenizer, **settings) -> str:

@@ -37,6 +37,19 @@ GARBAGE = (b"\x00\xff\xfe garbage bytes\n" b"42\n" b'{"step": 3, "loss": 1.0}\n'
            b'["a", "list"]\n' b'{"kind": "train", "time": 1.7e9, "step": 21, "loss": NaN}\n' b'{"kind": "train", "ste')
 
 
+def cleaned(*argv) -> Callable[[Path], None]:
+    "A writer that runs `deepseek-wb data clean` with `argv` first (from the case's folder): an earlier output of ours."
+    def write(path: Path): assert main(["data", "clean", *argv]) == 0
+    return write
+
+
+BOMB = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))
+PROFILE_OVER = "name: x\ndeepspeed:\n  flops_profiler:\n    output_file: victim.txt\n    enabled: true\n"
+OWN_CODE = {"m/config.json": json.dumps(dict(model_type="own", n_embd=32, n_layer=1, n_head=2, vocab_size=64,
+                                             auto_map={"AutoConfig": "own.Config", "AutoModelForCausalLM": "own.Model"})),
+            "m/own.py": "open('pwned', 'w').write('code from the model folder ran')\n"}
+
+
 @dataclass
 class Case:
     name: str
@@ -101,6 +114,12 @@ CASES = [
     Case("clean: into the current folder", {"c.jsonl": TEXTS}, ["data", "clean", "c.jsonl", ".", "--force"], {1}, ["current folder"]),
     Case("clean: over a report that is not ours", {"c.jsonl": TEXTS, "out.jsonl.report.json": "my notes"},
          ["data", "clean", "c.jsonl", "out.jsonl", "--force"], {1}, ["out.jsonl.report.json"]),
+    Case("clean: a rules file with YAML aliases", {"c.jsonl": TEXTS, "rules.yaml": "- &r {rule: html}\n- *r\n"},
+         ["data", "clean", "c.jsonl", "out.jsonl", "--rules-file", "rules.yaml"], {1}, ["rules.yaml:1", "anchors and aliases"]),
+    Case("clean: a rules file past 1 MB", {"c.jsonl": TEXTS, "rules.yaml": "- rule: html\n" + "#\n" * 600_000},
+         ["data", "clean", "c.jsonl", "out.jsonl", "--rules-file", "rules.yaml"], {1}, ["rules.yaml", "larger than 1,000,000 bytes"]),
+    Case("clean: --force over its own output named with a trailing slash", {"c.jsonl": TEXTS, "out": cleaned("c.jsonl", "out/")},
+         ["data", "clean", "c.jsonl", "out/", "--force"], {0}, ["out.report.json"], ["out/", "out.report.json", ".out."]),
     # configs
     Case("config: no such file", {}, ["config", "check", "nope.yaml"], {1}, ["nope.yaml", "no such config file"]),
     Case("config: a YAML syntax error", {"c.yaml": "name: x\nzero: {stage: 3\n"}, ["config", "check", "c.yaml"], {1}, ["c.yaml:", "syntax"]),
@@ -115,6 +134,20 @@ CASES = [
     Case("config: a misspelled key", {"c.yaml": "max_step: 5\n"}, ["config", "check", "c.yaml"], {1}, ["c.yaml:1", "did you mean 'max_steps'"]),
     Case("config: an override without a key", {"c.yaml": "name: x\n"}, ["config", "check", "c.yaml", "=5"], {1}, ["key=value"]),
     Case("config: a folder, not a file", {"d/x": ""}, ["config", "check", "d"], {1}, ["no such config file"]),
+    Case("config: an alias bomb", {"c.yaml": BOMB}, ["config", "check", "c.yaml"], {1}, ["c.yaml:1", "anchors and aliases", "write the values out"]),
+    Case("config: past 1 MB", {"c.yaml": "name: x\n" + "#\n" * 600_000}, ["config", "check", "c.yaml"], {1}, ["c.yaml", "larger than 1,000,000 bytes"]),
+    Case("config: JSON nested 5000 levels", {"c.json": '{"deepspeed": ' + '{"a": ' * 5000 + "1" + "}" * 5001},
+         ["config", "check", "c.json"], {1}, ["c.json", "nested more than 32 levels"]),
+    Case("config: DeepSpeed's profiler told to overwrite a file", {"c.yaml": PROFILE_OVER, "victim.txt": "mine"},
+         ["config", "check", "c.yaml"], {1}, ["c.yaml:4", "deepspeed.flops_profiler.output_file"]),
+    Case("config: metrics sent to Weights & Biases", {"c.yaml": "name: x\ndeepspeed:\n  wandb: {enabled: true}\n"},
+         ["config", "check", "c.yaml"], {1}, ["c.yaml:3", "deepspeed.wandb", "over the network"]),
+    Case("config: universal checkpoints, unpickled", {"c.yaml": "deepspeed:\n  checkpoint:\n    load_universal: true\n"},
+         ["config", "check", "c.yaml"], {1}, ["c.yaml:3", "deepspeed.checkpoint.load_universal"]),
+    Case("config deepspeed: DeepSpeed's TensorBoard writing elsewhere", {"c.yaml": "deepspeed:\n  tensorboard: {enabled: true, output_path: tb}\n"},
+         ["config", "deepspeed", "c.yaml"], {1}, ["deepspeed.tensorboard", "outside the run directory"]),
+    Case("config: a model folder that asks to run its own code", {"c.yaml": "model:\n  path: m\n", **OWN_CODE},
+         ["config", "check", "c.yaml"], {1}, ["c.yaml:2", "model.path", "never runs code"]),
     # run directories, forged
     Case("status: not a run directory", {"r/notes.txt": "x"}, ["status", "r"], {1}, ["r", "status.json"]),
     Case("status: garbage status.json", {"r/status.json": b"\x00\xffnot json", "r/metrics.jsonl": GOOD_METRICS}, ["status", "r"], {0, 1}, ["r"]),
@@ -124,6 +157,10 @@ CASES = [
     Case("runs: one bad run directory among good ones",
          {"runs/good/status.json": STATUS, "runs/good/metrics.jsonl": GOOD_METRICS, "runs/bad/status.json": b"\xff\xfe",
           "runs/bad/metrics.jsonl": GARBAGE, "runs/worse/status.json": '"a string"'}, ["runs", "runs"], {0}, ["good", "finished"]),
+    Case("launch: a forged run's config.json points DeepSpeed at a file",
+         {"r/config.json": json.dumps(dict(name="forged", deepspeed=dict(flops_profiler=dict(enabled=True, output_file="victim.txt")))),
+          "r/status.json": STATUS, "victim.txt": "mine"}, ["launch", "r/config.json", "--run-dir", "r"], {1},
+         ["r/config.json", "deepspeed.flops_profiler.output_file"]),
     Case("diagnose: no metrics", {"r/status.json": STATUS}, ["diagnose", "r"], {1}, ["r", "metrics.jsonl"]),
     Case("diagnose: garbage metrics lines", {"r/status.json": STATUS, "r/metrics.jsonl": GOOD_METRICS.encode() + GARBAGE},
          ["diagnose", "r"], {0, 1}, []),

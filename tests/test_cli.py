@@ -154,3 +154,34 @@ def test_data_clean_force_replaces_its_own_output(tmp_path):
     assert forced.returncode == 0, forced.stderr
     report = json.loads((tmp_path / "clean.jsonl.report.json").read_text())
     assert [r["rule"] for r in report["pipeline"]] == ["whitespace", "exact_dedup"]
+
+
+def test_data_clean_output_with_a_trailing_slash(tmp_path):
+    """`out/` is the folder `out`: its report goes beside it (out.report.json), so --force later finds only its own files."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"row number {i} of a small corpus"}) + "\n" for i in range(5)))
+    r = run("data", "clean", str(corpus), "out/", "--rules", "whitespace", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out.report.json").is_file() and not (tmp_path / "out" / ".report.json").exists()
+    again = run("data", "clean", str(corpus), "out/", "--rules", "whitespace", "exact_dedup", "--force", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert [x["rule"] for x in json.loads((tmp_path / "out.report.json").read_text())["pipeline"]] == ["whitespace", "exact_dedup"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl", "out", "out.report.json"]
+
+
+def test_data_clean_rules_file_without_aliases(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"text": "a row"}) + "\n")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("- &r {rule: html}\n- *r\n")
+    r = run("data", "clean", str(corpus), str(tmp_path / "out.jsonl"), "--rules-file", str(rules))
+    assert r.returncode == 1 and f"{rules}:1: YAML anchors and aliases are not accepted in a rules file; write the values out" in r.stderr, r.stderr
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_config_deepspeed_refuses_extras_that_touch_files_or_the_network(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: x\ndeepspeed:\n  wandb: {enabled: true}\n  flops_profiler: {enabled: true, output_file: victim.txt}\n")
+    r = run("config", "deepspeed", str(cfg))
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert "deepspeed.wandb" in r.stderr and "deepspeed.flops_profiler.output_file" in r.stderr

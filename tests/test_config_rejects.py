@@ -1,7 +1,12 @@
 """Every kind of bad config is rejected before anything runs, and the error names its field."""
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
-from deepseek_wb.config import RunConfig, check
+from deepseek_wb.config import ConfigError, RunConfig, check, check_file
 from deepseek_wb.env import Hardware
 
 CPU = Hardware(gpus=[], cpu_cores=2, ram_gb=24, fp16=False, bf16=True)
@@ -66,6 +71,32 @@ BAD = [
     ("run name with a newline", dict(name="a\nb"), "name", "control characters"),
     ("run name too long for a folder", dict(name="x" * 250), "name", "200 bytes"),
     ("output_root with a NUL", dict(output_root="runs\0x"), "output_root", "NUL"),
+    # the deepspeed extras: no paths for DeepSpeed, no metrics sent away, no other checkpoint loading
+    ("flops profile written over any file", dict(deepspeed={"flops_profiler": {"enabled": True, "output_file": "/home/me/.bashrc"}}),
+     "deepspeed.flops_profiler.output_file", "file or folder"),
+    ("NVMe offload folder", dict(deepspeed={"zero_optimization": {"offload_param": {"device": "nvme", "nvme_path": "/mnt/x"}}}),
+     "deepspeed.zero_optimization.offload_param.nvme_path", "file or folder"),
+    ("a path five levels down", dict(deepspeed={"data_efficiency": {"data_sampling": {"curriculum_learning": {"curriculum_metrics": {
+        "seqlen": {"index_to_sample_path": "/x"}}}}}}),
+     "deepspeed.data_efficiency.data_sampling.curriculum_learning.curriculum_metrics.seqlen.index_to_sample_path", "file or folder"),
+    ("a path in a list", dict(deepspeed={"compile": {"passes": [{"dump_dir": "/x"}]}}), "deepspeed.compile.passes.0.dump_dir", "file or folder"),
+    ("metrics sent to Weights & Biases", dict(deepspeed={"wandb": {"enabled": True}}), "deepspeed.wandb", "over the network"),
+    ("metrics sent to Comet", dict(deepspeed={"comet": {"enabled": True, "api_key": "k"}}), "deepspeed.comet", "over the network"),
+    ("checkpoints sent to Nebula", dict(deepspeed={"nebula": {"enabled": True}}), "deepspeed.nebula", "Nebula"),
+    ("DeepSpeed's TensorBoard writer", dict(deepspeed={"tensorboard": {"enabled": True, "output_path": "/tmp/x"}}),
+     "deepspeed.tensorboard", "outside the run directory"),
+    ("DeepSpeed's CSV monitor", dict(deepspeed={"csv_monitor": {"enabled": True, "job_name": "../../x"}}),
+     "deepspeed.csv_monitor", "outside the run directory"),
+    ("autotuning's files", dict(deepspeed={"autotuning": {"enabled": True}}), "deepspeed.autotuning", "autotuning_metric.json"),
+    ("universal checkpoints unpickled", dict(deepspeed={"checkpoint": {"load_universal": True}}),
+     "deepspeed.checkpoint.load_universal", "weights_only=False"),
+    ("another checkpoint writer", dict(deepspeed={"checkpoint": {"writer": {"type": "fast", "decoupled": True}}}),
+     "deepspeed.checkpoint.writer", "checkpoints"),
+    ("the legacy checkpoint format", dict(deepspeed={"checkpoint": {"checkpoint_serialization": False}}),
+     "deepspeed.checkpoint.checkpoint_serialization", "checkpoints"),
+    ("node-local checkpoint storage", dict(deepspeed={"checkpoint": {"use_node_local_storage": True}}),
+     "deepspeed.checkpoint.use_node_local_storage", "checkpoints"),
+    ("another checkpoint engine", dict(deepspeed={"datastates_ckpt": {"host_cache_size": 1}}), "deepspeed.datastates_ckpt", "checkpoint engine"),
 ]
 
 
@@ -138,3 +169,97 @@ def test_a_bad_value_cannot_be_assigned_either():
     cfg = RunConfig()
     for field, value in (("name", "../x"), ("gradient_clipping", float("inf")), ("seed", 2**32)):
         with pytest.raises(ValueError): setattr(cfg, field, value)
+
+
+def test_harmless_deepspeed_extras_pass():
+    """A profiler that prints to the log, the communication logger and checkpoint tag validation stay available."""
+    extras = {"flops_profiler": {"enabled": True, "profile_step": 2}, "comms_logger": {"enabled": True},
+              "checkpoint": {"tag_validation": "Fail"}}
+    cfg, problems = check(dict(deepspeed=extras), hardware=CPU)
+    assert cfg is not None and problems == [], [str(p) for p in problems]
+    assert cfg.to_deepspeed()["checkpoint"] == {"tag_validation": "Fail"}
+
+
+@pytest.mark.parametrize("extras", [{"flops_profiler": {"enabled": True, "output_file": "victim.txt"}}, {"wandb": {"enabled": True}},
+                                    {"checkpoint": {"load_universal": True}}, {"tensorboard": {"enabled": True}}])
+def test_to_deepspeed_never_emits_a_refused_extra(extras):
+    """A RunConfig built or changed without `check` cannot carry them to DeepSpeed either."""
+    with pytest.raises(ValueError, match="deepspeed"): RunConfig(deepspeed=extras).to_deepspeed()
+    cfg = RunConfig()
+    cfg.deepspeed.update(extras)
+    with pytest.raises(ValueError, match="remove deepspeed."): cfg.to_deepspeed()
+
+
+def test_a_refused_extra_names_its_line(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("name: x\ndeepspeed:\n  flops_profiler:\n    enabled: true\n    output_file: /home/me/.bashrc\n")
+    _, problems = check_file(f)
+    assert [(p.field, p.line) for p in problems] == [("deepspeed.flops_profiler.output_file", 5)]
+
+
+BOMB = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))
+
+
+@pytest.mark.parametrize("text,field,line,phrase", [
+    (BOMB, "(anchors)", 1, "anchors and aliases are not accepted in a config file"),
+    ("name: x\noptimizer: &o {lr: 0.001}\n", "(anchors)", 2, "anchors and aliases"),
+    ("name: x\n<<: {max_steps: 5}\nbase: &b {}\n", "(anchors)", 3, "anchors and aliases"),
+    ("name: x\n" + "#\n" * 600_000, "(file)", None, "larger than 1,000,000 bytes"),
+    ("deepspeed: " + "{a: " * 40 + "1" + "}" * 40 + "\n", "(file)", None, "nested more than 32 levels"),
+    ("deepspeed: " + "[" * 5000 + "]" * 5000 + "\n", "(file)", None, "nested more than 32 levels"),
+    ("name: x\x07\n", "(syntax)", None, "special characters"),
+])
+def test_files_no_reader_can_choke_on(tmp_path, text, field, line, phrase):
+    """An alias bomb, an oversized or deeply nested file, a control character: a clear error at once, naming the line."""
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e: RunConfig.load(f)
+    [p] = e.value.problems
+    assert (p.field, p.line) == (field, line) and phrase in f"{p.message} {p.fix}", str(p)
+    if field == "(anchors)": assert p.fix == "write the values out"
+
+
+def test_deep_json_is_refused(tmp_path):
+    f = tmp_path / "c.json"
+    for depth in (40, 700, 5000):  # past the cap; past what copy.deepcopy survives; past what json itself parses
+        f.write_text('{"deepspeed": ' + '{"a": ' * depth + "1" + "}" * (depth + 1))
+        with pytest.raises(ConfigError, match="nested more than 32 levels"): RunConfig.load(f)
+
+
+OWN_CODE = """import pathlib
+pathlib.Path({marker!r}).write_text("code from the folder ran")
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+class Config(GPT2Config): model_type = "own"
+class Model(GPT2LMHeadModel): config_class = Config
+class Tok(PreTrainedTokenizerFast): pass
+"""
+
+LOADERS = """
+import sys
+from deepseek_wb.config import CustomCodeRefused, ModelConfig, RunConfig, check, hf_config
+from deepseek_wb.models import build_base, build_tokenizer
+from deepseek_wb.tokens import load_tokenizer
+folder = sys.argv[1]
+for name, load in (("hf_config", lambda: hf_config(ModelConfig(path=folder))), ("load_tokenizer", lambda: load_tokenizer(folder)),
+                   ("build_tokenizer", lambda: build_tokenizer(RunConfig(model=dict(path=folder)))),
+                   ("build_base", lambda: build_base(RunConfig(model=dict(path=folder))))):
+    try: load(); print(name, "loaded")
+    except CustomCodeRefused as e: print(name, "refused", "never runs code" in str(e))
+print("check", [p.field for p in check(dict(model=dict(path=folder)), parse=False)[1]])
+"""
+
+
+def test_a_model_folder_cannot_run_its_own_code(tmp_path):
+    """A folder whose config asks for classes of its own (auto_map): refused, and its code never runs, even with a 'y' on stdin."""
+    folder, marker = tmp_path / "model", tmp_path / "ran"
+    folder.mkdir()
+    (folder / "own.py").write_text(OWN_CODE.format(marker=str(marker)))
+    auto_map = {"AutoConfig": "own.Config", "AutoModelForCausalLM": "own.Model", "AutoTokenizer": ["own.Tok", "own.Tok"]}
+    (folder / "config.json").write_text(json.dumps(dict(model_type="own", n_embd=32, n_layer=1, n_head=2, vocab_size=64, auto_map=auto_map)))
+    (folder / "tokenizer_config.json").write_text(json.dumps(dict(auto_map={"AutoTokenizer": ["own.Tok", "own.Tok"]})))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))  # where transformers would copy the code
+    r = subprocess.run([sys.executable, "-c", LOADERS, str(folder)], input="y\n" * 20, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["hf_config refused True", "load_tokenizer refused True", "build_tokenizer refused True",
+                                     "build_base refused True", "check ['model.path']"], r.stdout + r.stderr
+    assert not marker.exists() and "run the custom code" not in r.stdout + r.stderr
