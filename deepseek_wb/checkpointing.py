@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import (complete_checkpoints, latest_checkpoint, mark_complete, prune, remove_checkpoint,
-                                     trust_problems, verify_checkpoint)
+from .checkpoints import (check_trusted, complete_checkpoints, latest_checkpoint, mark_complete, prune,
+                                     remove_checkpoint, verify_checkpoint)
 from .core import RunPaths
 from .distributed import everyone
 
 # %% auto #0
 __all__ = ['rng_state', 'set_rng_state', 'UnsafeFile', 'load_safely', 'load_safely_in', 'unsafe_contents', 'save_checkpoint',
-           'restore_checkpoint', 'UntrustedRunDirError', 'check_loadable']
+           'restore_checkpoint', 'check_loadable']
 
 # %% ../nbs/21b_checkpointing.ipynb #160d1be3
 def rng_state() -> dict:
@@ -108,10 +108,7 @@ def restore_checkpoint(engine, run: RunPaths, writer) -> dict:
     "Load the newest checkpoint that passes every check on every rank (older ones in turn); its client state, or {} for a fresh run."
     import deepspeed.comm as dist
     rank = dist.get_rank()
-    if run.checkpoints.exists() and (problems := trust_problems(run.root)):
-        raise UntrustedRunDirError(f"{run.root}: its checkpoints may have been written by someone else, so they are not "
-                                   "loaded: " + "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
-                                   + f". If you trust this folder, make it yours: chown -R $USER {run.root} && chmod -R go-w {run.root}")
+    check_trusted(run.root)  # before anything in it is read or cleaned
     latest_checkpoint(run.checkpoints, clean=rank == 0)
     dist.barrier()
     marked = complete_checkpoints(run.checkpoints)
@@ -142,9 +139,6 @@ def _set_aside(path):
     os.replace(path, aside)
 
 # %% ../nbs/21b_checkpointing.ipynb #cae30960
-class UntrustedRunDirError(RuntimeError):
-    "A run directory whose checkpoints someone else may have written: they are not loaded."
-
 def _client_problem(client) -> str:
     data = client.get("data") if isinstance(client, dict) else None
     counts = [data.get(k) for k in ("epoch", "batch")] if isinstance(data, dict) else [None]
@@ -167,6 +161,8 @@ def check_loadable(path, rank: int) -> tuple[dict | None, str]:
             data = load_safely(f, mmap=True)
             if not isinstance(data, dict): return None, f"{f} holds a {type(data).__name__}, not DeepSpeed's dict"
             if f.name.endswith("model_states.pt") and (why := _client_problem(data)): return None, f"{f}: {why}"
+            if f.name.endswith("optim_states.pt") and not isinstance(data.get("optimizer_state_dict"), dict):
+                return None, f"{f} holds no optimizer state"
         rng = load_safely(rng_file) if os.environ.get("DEEPSEEK_WB_RESTORE_RNG", "1") != "0" else None
     except FileNotFoundError: return None, f"{rng_file} is missing: was it saved with another world size?"
     except Exception as e: return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"

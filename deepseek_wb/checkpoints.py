@@ -15,11 +15,11 @@ import stat
 import warnings
 from pathlib import Path
 
-from .core import atomic_write, atomic_write_json
+from .core import atomic_write, atomic_write_json, link_problems
 
 # %% auto #0
 __all__ = ['MARKER', 'POINTER', 'step_dirs', 'complete_checkpoints', 'latest_checkpoint', 'file_sizes', 'mark_complete',
-           'verify_checkpoint', 'remove_checkpoint', 'prune', 'trust_problems']
+           'verify_checkpoint', 'remove_checkpoint', 'prune', 'trust_problems', 'UntrustedRunDirError', 'check_trusted']
 
 # %% ../nbs/21_checkpoints.ipynb #7d482eaa
 MARKER, POINTER = "COMPLETE", "latest"
@@ -62,7 +62,7 @@ def file_sizes(path: str | Path) -> dict[str, int]:
 def mark_complete(path: str | Path, **info):
     "Flush checkpoint folder `path` to disk, mark it whole with its file list, and point `latest` at it (rank 0, once every rank has written)."
     path = Path(path)
-    for p in [*sorted(path.rglob("*")), path]:
+    for p in [*sorted(path.rglob("*")), path, path.parent]:
         if p.is_symlink(): continue
         try: p.chmod(p.stat().st_mode & ~0o022)  # ours alone to change, whatever the umask (see trust_problems)
         except PermissionError: pass  # another user's file: trust_problems will say so at resume
@@ -118,3 +118,17 @@ def trust_problems(run_dir: str | Path) -> list[str]:
         elif st.st_mode & 0o022:
             problems.append(f"{p} is writable by {' and '.join(w for w, bit in (('its group', 0o020), ('others', 0o002)) if st.st_mode & bit)}")
     return problems
+
+# %% ../nbs/21_checkpoints.ipynb #7ee6e524
+class UntrustedRunDirError(RuntimeError):
+    "A run directory that someone else may have written, or with links where a job writes: it is neither resumed nor written."
+
+def check_trusted(run_dir: str | Path):
+    "Raise `UntrustedRunDirError`, saying what is wrong, unless a job may resume and write `run_dir`."
+    run = Path(run_dir)
+    problems = link_problems(run) + (trust_problems(run) if (run/"checkpoints").exists() else [])
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise UntrustedRunDirError(f"{run}: someone else may have written it, so it is neither resumed nor written: "
+                                   + "; ".join(problems[:5]) + more + ". If you trust this folder, remove the links and make "
+                                   f"it yours (chown -R $USER {run} && chmod -R go-w {run}), or start a new run")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from .checkpoints import complete_checkpoints
+from .checkpoints import check_trusted, complete_checkpoints
 from .config import ConfigError, Problem, RunConfig, apply_overrides, check, check_file
 from .core import RunPaths, atomic_write, atomic_write_json, failure_hint, new_run_id, read_jsonl
 from .env import local_hardware, tcmalloc
@@ -351,6 +351,7 @@ def launch(config: RunConfig | str | Path | None, *overrides, run_dir: str | Pat
         job = Job(run_dir)
         if job.alive() and not joining:
             raise RuntimeError(f"{run_dir} is already running (pid group {job._status_file().get('pgid')}): attach to it instead")
+        check_trusted(run_dir)  # links where the job writes, checkpoints others could have written: refused before anything starts
         cfg = _resumed_config(RunPaths(run_dir.resolve()), config, overrides, values, hardware)
     elif config is None:
         raise ValueError(f"launch(None, ...) resumes a run, but {run_dir} holds none (no config.json): give a config")
@@ -363,7 +364,9 @@ def launch(config: RunConfig | str | Path | None, *overrides, run_dir: str | Pat
     cmd = launcher_command(run, procs, master_port or free_port(), hostfile, no_ssh, node_rank, master_addr,
                            launcher, ssh_port, runner_args)
     # Everything is checked: only now is the run directory written.
+    fresh = not run.root.exists()
     run.logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if fresh: run.root.chmod(run.root.stat().st_mode & ~0o022)  # writable by us alone whatever the umask: resuming checks it
     run.logs.chmod(0o700)  # the launcher's log shows the exports sent to the nodes: the owner's eyes only
     if not joining:
         atomic_write_json(run.config, cfg.model_dump(mode="json"))

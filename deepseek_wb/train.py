@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from .checkpointing import restore_checkpoint, save_checkpoint
+from .checkpoints import UntrustedRunDirError, check_trusted
 from .config import RunConfig
-from .core import RunPaths, atomic_write_json, cache_dir, failure_hint, link_problems
+from .core import RunPaths, atomic_write_json, cache_dir, failure_hint
 from .data import load_texts
 from .distributed import all_reduce, default_dist_env, everyone, leave, rank_zero_first
 from .env import quiet_deepspeed
@@ -162,9 +163,9 @@ def main(argv=None) -> int:
     import deepspeed.comm as dist
     run = RunPaths(Path(args.run_dir))
     rank = int(os.environ["RANK"])
-    if links := link_problems(run.root):  # checked before anything is written: a job never writes through a link
-        print(f"UntrustedRunDirError: {run.root} holds symbolic links where the job writes: {'; '.join(links[:5])}. A run "
-              "directory is written by its job alone: remove them, or start a new run", file=sys.stderr, flush=True)
+    try: check_trusted(run.root)  # before anything is written or read: the status and metrics cannot be trusted either
+    except UntrustedRunDirError as e:
+        print(f"UntrustedRunDirError: {e}", file=sys.stderr, flush=True)
         return 2
     writer = RunWriter(run.root, rank)
     stop = {"requested": False}

@@ -8,11 +8,13 @@ have written is refused before anything in it is loaded.
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from deepseek_wb.checkpoints import MARKER
+from deepseek_wb.checkpoints import MARKER, UntrustedRunDirError
 from deepseek_wb.jobs import launch
 from jobs_util import events, losses, tiny_config
 
@@ -118,16 +120,26 @@ def test_when_no_checkpoint_loads_the_run_fails_and_says_so(reference, tmp_path)
     assert [e["step"] for e in events(run, "checkpoint_rejected")] == [12, 8, 4]
 
 
-@pytest.mark.parametrize("where", ["run", "checkpoints", "shard"])
-def test_a_run_directory_others_can_write_is_refused_before_loading(reference, tmp_path, where):
-    run, witness = copy_run(reference, tmp_path), tmp_path / "payload-ran"
+@pytest.mark.parametrize("where", ["run", "checkpoints", "shard", "link"])
+def test_a_run_directory_others_could_write_is_refused_before_anything_runs(reference, tmp_path, where):
+    """Refused by launch before a process starts, and by the job itself when started by hand; the payload never runs."""
+    run, witness, victim = copy_run(reference, tmp_path), tmp_path / "payload-ran", tmp_path / "victim"
     payload_in_model_states(run / "checkpoints" / "step_12", witness)
-    target = {"run": run, "checkpoints": run / "checkpoints",
+    victim.mkdir(); (victim / "keep.txt").write_text("mine")
+    target = {"run": run, "checkpoints": run / "checkpoints", "link": run / "final",
               "shard": run / "checkpoints" / "step_8" / "mp_rank_00_model_states.pt"}[where]
-    target.chmod(target.stat().st_mode | 0o022)
-    job = launch(tiny_config(**CFG), procs=2, run_dir=run)
-    status = job.wait(timeout=600)
-    assert status["state"] == "failed", status
-    assert "may have been written by someone else" in status["error"] and f"{target} is writable by" in status["error"]
-    assert not events(run, "checkpoint_rejected") and not events(run, "resumed")  # nothing was read
-    assert not witness.exists()
+    if where == "link":
+        shutil.rmtree(target); target.symlink_to(victim)  # the job would write the final model through it
+        expected = f"{target} is a symbolic link"
+    else:
+        target.chmod(target.stat().st_mode | 0o022)
+        expected = f"{target} is writable by its group and others"
+    before = sorted(p.name for p in run.rglob("*"))
+    with pytest.raises(UntrustedRunDirError, match="someone else may have written it") as refused:
+        launch(tiny_config(**CFG), procs=2, run_dir=run)
+    assert expected in str(refused.value)
+    job = subprocess.run([sys.executable, "-m", "deepseek_wb.train", str(run / "config.json"), "--run-dir", str(run)],
+                         capture_output=True, text=True, timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert job.returncode == 2 and "UntrustedRunDirError" in job.stderr and expected in job.stderr, job.stderr[-2000:]
+    assert sorted(p.name for p in run.rglob("*")) == before and (victim / "keep.txt").read_text() == "mine"
+    assert list(victim.iterdir()) == [victim / "keep.txt"] and not witness.exists()
