@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 import datasets
 
+from .config import no_custom_code
 from .core import cache_dir
 
 # %% auto #0
@@ -112,8 +113,9 @@ class HFTranslator:
                  device: str = "cpu"):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
         if not Path(model_dir).is_dir(): raise FileNotFoundError(f"no such translation model directory: {model_dir}")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir)).to(device).eval()
+        with no_custom_code(model_dir, "translation model"):  # a model folder's own code never runs
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+            self.model = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir), trust_remote_code=False).to(device).eval()
         self.batch_size, self.max_new_tokens, self.num_beams, self.device = batch_size, max_new_tokens, num_beams, device
     def __call__(self, texts: Sequence[str]) -> list[str]:
         import torch

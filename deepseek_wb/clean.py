@@ -132,8 +132,8 @@ class Length(TextRule):
             raise ValueError(f"length rule: max_tokens {self.max_tokens} < min_tokens {self.min_tokens}")
         self._tok = None
         if self.tokenizer:
-            from transformers import AutoTokenizer
-            self._tok = AutoTokenizer.from_pretrained(self.tokenizer)
+            from deepseek_wb.tokens import load_tokenizer
+            self._tok = load_tokenizer(self.tokenizer)  # never runs code from the folder
     def tokens(self, text: str) -> list:
         "The tokens of `text` as this rule counts them."
         return self._tok(text, add_special_tokens=False)["input_ids"] if self._tok else text.split()

@@ -178,7 +178,7 @@ def _stop(args) -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr); return 1
     try: s = job.stop(grace=args.grace)
-    except TimeoutError as e:
+    except (TimeoutError, RuntimeError) as e:  # RuntimeError: the group's leader is not provably this run's, nothing was sent
         print(f"error: {e}", file=sys.stderr); return 1
     print(f"{args.run_dir}: {s.get('state')}")
     return 0

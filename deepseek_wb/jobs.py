@@ -26,7 +26,8 @@ from pathlib import Path
 import psutil
 
 from .checkpoints import check_trusted, complete_checkpoints
-from .config import ConfigError, Problem, RunConfig, apply_overrides, check, check_file
+from .config import (ConfigError, Problem, RunConfig, apply_overrides, check, check_file,
+                                read_config_file)
 from .core import RunPaths, atomic_write, atomic_write_json, failure_hint, new_run_id, read_jsonl
 from .env import local_hardware, tcmalloc
 
@@ -416,9 +417,7 @@ def _differences(run: dict, given: dict, prefix: str = "") -> list[tuple[str, ob
 
 def _resumed_config(run: RunPaths, config, overrides, values: dict, hardware) -> RunConfig:
     "The config that resumes `run`: its config.json with `overrides` and `values`; a `config` that says otherwise is refused."
-    try: stored = json.loads(run.config.read_bytes())
-    except (OSError, ValueError) as e:
-        raise ConfigError([Problem("config.json", f"cannot be read: {e}", "restore it, or start a new run")], str(run.root)) from None
+    stored = read_config_file(run.config)  # bounded: size, depth, no aliases; a clear ConfigError otherwise
     if not isinstance(stored, dict):
         raise ConfigError([Problem("config.json", f"holds a {type(stored).__name__}, not a config", "start a new run")], str(run.root))
     resumed = _checked(stored, overrides, values, hardware, str(run.config))
