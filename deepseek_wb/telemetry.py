@@ -61,7 +61,7 @@ class RunWriter:
         append_jsonl(self.paths.metrics, {"kind": kind, "time": time.time(), **fields})
 
     def event(self, event: str, **fields):
-        "An event line: started, resumed, checkpoint_saved, stopped, finished, failed, nan_skipped."
+        "An event line: started, resumed, checkpoint_saved, checkpoint_rejected, stopped, finished, failed, nan_skipped."
         if self.active: self._line("event", event=event, **fields)
 
     def train(self, step: int, **metrics):
