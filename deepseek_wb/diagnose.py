@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig, build_scheduler, plan_for
+from .config import RunConfig, build_scheduler, hf_config, plan_for, read_config_file
 from .core import RunPaths
-from .metrics import Metrics, read_metrics
+from .metrics import Metrics, read_bounded, read_metrics
 
 # %% auto #0
 __all__ = ['RESUMABLE', 'WINDOW', 'MIN_POINTS', 'SETTLE', 'OSCILLATION', 'MIN_SWING', 'EXPLOSION', 'SPIKES_IN_A_ROW',
            'SPIKES_IN_WINDOW', 'VANISHING', 'MIN_LOSS_SCALE', 'SCALE_FALL', 'SCALE_SEARCH', 'LR_TOLERANCE',
-           'ACT_STD_RATIO', 'ACT_SATURATION', 'ACT_PERSIST', 'THROUGHPUT_DROP', 'OOM', 'CHECKS', 'Finding',
-           'settled_from', 'check_oscillation', 'check_explosion', 'check_vanishing', 'check_loss_scale', 'check_oom',
-           'expected_lr', 'check_lr', 'check_activations', 'check_throughput', 'check_unreadable', 'diagnose',
-           'findings_table']
+           'ACT_STD_RATIO', 'ACT_SATURATION', 'ACT_PERSIST', 'THROUGHPUT_DROP', 'SCHEDULES', 'PLAN_LAYERS', 'OOM',
+           'CHECKS', 'MAX_LOGS', 'MAX_FILE', 'Finding', 'settled_from', 'check_oscillation', 'check_explosion',
+           'check_vanishing', 'check_loss_scale', 'check_oom', 'expected_lr', 'check_lr', 'check_activations',
+           'check_throughput', 'check_unreadable', 'diagnose', 'findings_table']
 
 # %% ../nbs/32_diagnose.ipynb #670436b0
 RESUMABLE = {"gradient_clipping", "gradient_checkpointing", "checkpoint_every", "eval_every", "log_every",
@@ -77,6 +78,8 @@ ACT_STD_RATIO = 5.0         # a layer's activation std grown (or shrunk) this ma
 ACT_SATURATION = 0.2        # share of a layer's activations at the histogram's edges (|x| >= 3.5)
 ACT_PERSIST = 2             # ... in each of the last this many records, out of at least ACT_PERSIST + 1 settled ones
 THROUGHPUT_DROP = 0.6       # recent tokens/s below this share of the run's earlier median
+SCHEDULES = ("LRRangeTest", "OneCycle", "WarmupLR", "WarmupDecayLR", "WarmupCosineLR")  # DeepSpeed's: each LR a function of the step index
+PLAN_LAYERS = 1024          # a memory plan builds the model layer by layer on the meta device: no plan for more layers than this
 OOM = re.compile(r"CUDA out of memory|OutOfMemoryError|out of memory|DefaultCPUAllocator: can't allocate|"
                  r"MemoryError|exits with return code = -9")
 
@@ -99,8 +102,9 @@ def _runs(hit: np.ndarray) -> int:
 
 def check_oscillation(m: Metrics, cfg: RunConfig | None, **_) -> Finding | None:
     t = _settled(m, cfg).tail(WINDOW)
-    if "loss" not in t or t["loss"].notna().sum() < MIN_POINTS: return None
-    t = t[t["loss"].notna()]
+    if "loss" not in t: return None
+    t = t[np.isfinite(t["loss"])]  # an infinite loss is the explosion check's; it would make the trend NaN
+    if len(t) < MIN_POINTS: return None
     x, y = t["step"].to_numpy(float), t["loss"].to_numpy(float)
     residual = y - np.polyval(np.polyfit(x, y, 1), x)
     amplitude = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))  # the std of most points: one spike does not swing
@@ -184,32 +188,51 @@ def check_oom(m: Metrics, cfg: RunConfig | None, logs: str = "", status: dict | 
         if not cfg.gradient_checkpointing: changes["gradient_checkpointing"] = True
         elif cfg.zero.stage < 3: changes.update({"zero.stage": 3, "zero.offload_optimizer": True})
         try:
-            plan = plan_for(cfg.override(**changes))
-            evidence["plan"] = plan.get("text") or plan.get("recommendation", {}).get("text", "")
+            if (why := _no_plan(cfg)): evidence["plan"] = f"(no estimate here: {why}; run plan_for(config) where you trust the model's files)"
+            else:
+                plan = plan_for(cfg.override(**changes))
+                evidence["plan"] = plan.get("text") or plan.get("recommendation", {}).get("text", "")
         except Exception as e: evidence["plan"] = f"(no estimate: {e})"
     return Finding("out_of_memory", "error", "the job ran out of memory", evidence, changes,
                    "halve micro_batch_size and double gradient_accumulation_steps (the same batch per step), turn on "
                    "gradient_checkpointing, then ZeRO stage 3 with the optimizer offloaded")
 
-_SCHEDULES: dict[str, tuple] = {}  # config JSON -> (scheduler, LRs after 1, 2, ... steps): the monitor asks again and again
+def _no_plan(cfg: RunConfig) -> str:
+    "Why the memory plan of `cfg` is not made here (it reads model.path and builds every layer), or \"\"."
+    if cfg.model.path is not None and not Path(cfg.model.path).is_dir(): return "model.path is no local directory"
+    layers = hf_config(cfg.model).num_hidden_layers
+    return f"{layers} layers" if not 0 < layers <= PLAN_LAYERS else ""
+
+_SCHEDULES: dict[str, tuple] = {}  # scheduler JSON -> (scheduler, {step: LR}): the monitor asks again and again
+_CACHED = 1 << 18                  # LRs kept per schedule
 
 def expected_lr(cfg: RunConfig, steps) -> np.ndarray:
-    "The LR the schedule of `cfg` gives at each of `steps` (as logged: after that step's optimizer step)."
-    steps = np.asarray(steps, dtype=int)
-    key = json.dumps(cfg.to_deepspeed().get("scheduler"), sort_keys=True) + str(cfg.optimizer.lr)
-    if key not in _SCHEDULES: _SCHEDULES[key] = (build_scheduler(cfg.to_deepspeed()), [])
+    "The LR the schedule of `cfg` gives after each of `steps` optimizer steps (as logged), each step clamped to 1..max_steps and computed on its own."
+    steps = np.clip(np.asarray(steps, dtype=np.int64), 1, cfg.max_steps)
+    ds = cfg.to_deepspeed()
+    if not ds.get("scheduler"): return np.full(len(steps), cfg.optimizer.lr)
+    if not isinstance(ds["scheduler"], dict) or ds["scheduler"].get("type") not in SCHEDULES:
+        raise ValueError(f"scheduler: {str(ds['scheduler'])[:80]} is none of DeepSpeed's ({', '.join(SCHEDULES)})")
+    key = json.dumps(ds["scheduler"], sort_keys=True) + str(cfg.optimizer.lr)
+    if key not in _SCHEDULES:
+        if len(_SCHEDULES) >= 8: _SCHEDULES.clear()  # configs seen in this kernel: a few
+        _SCHEDULES[key] = (build_scheduler(ds), {})
     sched, lrs = _SCHEDULES[key]
-    if sched is None: return np.full(len(steps), cfg.optimizer.lr)
-    while len(lrs) < (steps.max() if len(steps) else 0):
-        sched.step(); lrs.append(sched.get_lr()[0])
-    return np.asarray(lrs)[steps - 1] if len(steps) else np.zeros(0)
+    if len(lrs) > _CACHED: lrs.clear()
+    out = np.empty(len(steps))
+    for i, step in enumerate(steps.tolist()):
+        if step not in lrs:  # DeepSpeed's schedules read only the index of the last step: no stepping through the run
+            sched.last_batch_iteration = step - 1
+            lrs[step] = float(sched.get_lr()[0])
+        out[i] = lrs[step]
+    return out
 
 def check_lr(m: Metrics, cfg: RunConfig | None, **_) -> Finding | None:
     t = m.train
     if cfg is None or "lr" not in t or len(t) < 3: return None
-    t = t[t["lr"].notna() & (t["step"] <= cfg.max_steps)]
-    skipped = t["skipped_steps"].fillna(0).to_numpy(int) if "skipped_steps" in t else 0  # fp16 overflow steps skip the scheduler
-    try: want = expected_lr(cfg, np.maximum(t["step"].to_numpy() - skipped, 1))
+    t = t[t["lr"].notna() & (t["step"] >= 1) & (t["step"] <= cfg.max_steps)]
+    skipped = t["skipped_steps"].fillna(0).to_numpy(np.int64) if "skipped_steps" in t else 0  # fp16 overflow steps skip the scheduler; the reader keeps 0 <= skipped <= step
+    try: want = expected_lr(cfg, t["step"].to_numpy(np.int64) - skipped)
     except Exception: return None  # a schedule DeepSpeed cannot build here: nothing to compare with
     got = t["lr"].to_numpy(float)
     off = np.abs(got - want) > LR_TOLERANCE * cfg.optimizer.lr
@@ -268,26 +291,36 @@ CHECKS = [check_explosion, check_loss_scale, check_oom, check_oscillation, check
           check_throughput, check_unreadable]
 
 # %% ../nbs/32_diagnose.ipynb #ddff3719
+MAX_LOGS = 16       # log files read for the cause of a failure
+MAX_FILE = 1 << 20  # bytes of a status.json: a larger one is none of ours
+
 def _logs_tail(run: RunPaths, since: float = 0, chars: int = 100_000) -> str:
-    "The ends of the logs of the latest attempt (rank logs written since `since`, and the launcher's)."
+    "The ends of the logs of the latest attempt (rank logs written since `since`, and the launcher's), MAX_LOGS files at most."
     if not run.logs.is_dir(): return ""
     out = []
     for p in sorted(run.logs.glob("*.log")):
-        if p.name != "launcher.log" and p.stat().st_mtime < since: continue  # an earlier attempt's rank log
-        with open(p, "rb") as f:
-            f.seek(max(0, p.stat().st_size - chars))
-            out.append(f.read().decode(errors="replace"))
+        if len(out) >= MAX_LOGS: break
+        try: st = p.lstat()
+        except OSError: continue
+        if not stat.S_ISREG(st.st_mode) or p.name != "launcher.log" and st.st_mtime < since: continue  # a link, a FIFO, an earlier attempt's rank log
+        if (data := read_bounded(p, chars, tail=True)) is not None: out.append(data.decode(errors="replace"))
     return "\n".join(out)
+
+def _json_file(path: Path):
+    "The JSON in a small regular file; None where it is missing, too large to be ours, or no JSON."
+    data = read_bounded(path, MAX_FILE + 1)
+    if data is None or len(data) > MAX_FILE: return None
+    try: return json.loads(data)
+    except (ValueError, RecursionError): return None
 
 def diagnose(run: str | Path | Metrics, config: RunConfig | None = None) -> list[Finding]:
     "The findings for a run: each with evidence and suggested changes, errors first."
     m = run if isinstance(run, Metrics) else read_metrics(run)
     paths = RunPaths(m.run_dir)
-    if config is None and paths.config.is_file():
-        try: config = RunConfig.from_dict(json.loads(paths.config.read_text()))
-        except Exception: config = None
-    try: status = json.loads(paths.status.read_text())
-    except (OSError, ValueError, RecursionError): status = {}
+    if config is None:
+        try: config = RunConfig.from_dict(read_config_file(paths.config))  # bounded: size, depth; never a FIFO
+        except Exception: config = None  # missing, or no longer valid: the advice still comes, as text
+    status = _json_file(paths.status)
     if not isinstance(status, dict): status = {}  # a run directory is data: status.json may hold anything
     since = status.get("started_at") if isinstance(status.get("started_at"), (int, float)) else 0
     logs = _logs_tail(paths, since=since) if status.get("state") == "failed" else ""  # OOM ends a run

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import stat
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,57 +24,143 @@ import pyarrow.json as pj
 from .core import HIST_EDGES, RunPaths
 
 # %% auto #0
-__all__ = ['NUMERIC', 'SCHEMA', 'BLOCK', 'STEPPED', 'parse_lines', 'Activations', 'Metrics', 'read_metrics', 'downsample',
+__all__ = ['NUMERIC', 'SCHEMA', 'BLOCK', 'STEPPED', 'MAX_FIELDS', 'MAX_LAYERS', 'MAX_READ', 'PY_LINES', 'LAYER_COLUMNS', 'BINS',
+           'LineParser', 'parse_lines', 'Activations', 'Metrics', 'read_bounded', 'read_metrics', 'downsample',
            'smooth']
 
 # %% ../nbs/31_metrics.ipynb #d6f6fcef
 NUMERIC = ("time", "loss", "accuracy", "lr", "grad_norm", "loss_scale", "tokens_per_s", "samples_per_s",
            "step_time_s", "mem_mb", "eval_loss", "perplexity")
 SCHEMA = pa.schema([("kind", pa.string()), ("step", pa.int64()), ("epoch", pa.int64()), ("nan_skipped", pa.int64()),
-                    ("event", pa.string())] + [(name, pa.float64()) for name in NUMERIC])
-BLOCK = 4 << 20  # Arrow parses in blocks of this many bytes; a line must fit in one
+                    ("skipped_steps", pa.int64()), ("tokens", pa.int64()), ("event", pa.string())]
+                   + [(name, pa.float64()) for name in NUMERIC])
+BLOCK = 4 << 20      # Arrow parses in blocks of this many bytes; a longer line is read in Python
 STEPPED = ("train", "eval", "act")  # kinds whose lines are points on the step axis: without a step they are no line of ours
+MAX_FIELDS = 16      # fields beyond SCHEMA a file may add (a newer writer's metrics); names past these are left out and counted
+MAX_LAYERS = 1024    # the layers of act lines: those of the file's first act line, at most this many; others left out and counted
+MAX_READ = 32 << 20  # bytes one `Metrics.update` reads at most; the rest waits for the next call
+PY_LINES = 64        # a piece of at most this many lines is read line by line in Python
+_ROWS_PER_TABLE = 4096  # rows read in Python go into tables of this many: a table per small piece costs more than its rows
+LAYER_COLUMNS = ("layer_mean", "layer_std", "layer_hist")  # an act line's statistics: (layers,), (layers,), (layers x bins,)
+BINS = len(HIST_EDGES) - 1
 
 _EMPTY = pa.table({"kind": pa.array([], pa.string())})
-_TYPES = {f.name: (float if pa.types.is_floating(f.type) else int if pa.types.is_integer(f.type) else str) for f in SCHEMA}
+_TYPES = {f.name: f.type for f in SCHEMA}
+_RESERVED = {"layers", "_line", *LAYER_COLUMNS}  # names the reader gives meaning to: never a learned field
 
-def _coerce(rec) -> dict | None:
-    "A record Arrow would not take, with the known fields in their schema types; None where one does not convert."
-    if not isinstance(rec, dict): return None
-    out = {**dict.fromkeys(_TYPES), **rec}  # every known column, so that the table joins the others
-    for k, typ in _TYPES.items():
-        if out[k] is None: continue
-        try: out[k] = typ(out[k])  # "7" and "nan" convert; "abc" as a loss does not
-        except (TypeError, ValueError, OverflowError): return None
-    return out
+def _encodable(s: str) -> bool:
+    "Whether `s` is valid Unicode (JSON lets a lone surrogate through; Arrow's strings cannot hold one)."
+    try: s.encode("utf-8"); return True
+    except UnicodeEncodeError: return False
 
-def _numeric(t: pa.DataType) -> bool: return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)
+def _known(v, t: pa.DataType):
+    "`v` in SCHEMA's type `t`; raises where it does not convert (\"7\" and \"nan\" do, \"abc\" as a loss does not)."
+    if pa.types.is_string(t):
+        if isinstance(v, (dict, list)) or not _encodable(v := str(v)): raise ValueError(f"no text: {v!r:.40}")
+        return v
+    if pa.types.is_integer(t):
+        v = int(v)
+        if not -2**63 <= v < 2**63: raise OverflowError("beyond int64")
+        return v
+    return float(v)
 
-def _per_layer(t: pa.DataType) -> bool:
-    "Whether an act line's `layers` has the shape the job writes: per layer a record of numbers mean, std and a list hist."
-    if not pa.types.is_struct(t): return False
-    for layer in t:
-        if not pa.types.is_struct(layer.type): return False
-        for stat in layer.type:
-            hist = pa.types.is_list(stat.type) and _numeric(stat.type.value_type) or pa.types.is_null(stat.type)
-            if stat.name in ("mean", "std") and not _numeric(stat.type) or stat.name == "hist" and not hist: return False
-    return True
+def _learned_type(v) -> pa.DataType | None:
+    "The column type a new field takes from its first value; None for what is not kept (null, lists, objects)."
+    if isinstance(v, bool): return pa.bool_()
+    if isinstance(v, (int, float)): return pa.float64()
+    if isinstance(v, str) and _encodable(v): return pa.string()
+    return None
+
+def _learned(v, t: pa.DataType):
+    "`v` in a learned field's type `t`; None where it has another type (the field keeps its first)."
+    if _learned_type(v) != t: return None
+    try: return float(v) if t == pa.float64() else v
+    except OverflowError: return None  # an integer beyond any float
+
+def _number(x) -> bool: return x is None or isinstance(x, (int, float)) and not isinstance(x, bool)
+
+class LineParser:
+    "What one metrics file has taught its reader: the fields beyond SCHEMA it keeps, and the layers of its act lines."
+    def __init__(self):
+        self.fields: dict[str, pa.DataType] = {}  # at most MAX_FIELDS, each typed by its first value
+        self.layers: list[str] | None = None      # from the first act line that reads, at most MAX_LAYERS
+        self.ignored_fields = self.ignored_layers = 0  # values left out: past the caps, or lists and objects beyond SCHEMA
+
+    def schema(self, act: bool = False, line: bool = False) -> pa.Schema:
+        "The columns of parsed lines: SCHEMA, the fields learned so far, and the act statistics and line numbers if asked."
+        return pa.schema(list(SCHEMA) + list(self.fields.items()) + [(c, pa.list_(pa.float64())) for c in LAYER_COLUMNS if act]
+                         + ([("_line", pa.int64())] if line else []))
+
+    def _layers(self, layers) -> dict | None:
+        "An act line's statistics as LAYER_COLUMNS lists over the file's layers; None where they do not read."
+        if not isinstance(layers, dict): return None
+        names = self.layers
+        if names is None: names = sorted([k for k in layers if _encodable(k)][:MAX_LAYERS], key=lambda s: (len(s), s))
+        mean, std, hist, full = [], [], [], False
+        for name in names:  # every one of the file's layers: a line holding a few would cost a row of them all
+            s = layers.get(name)
+            if not isinstance(s, dict): return None
+            h = s.get("hist")
+            if not (_number(s.get("mean")) and _number(s.get("std"))) or h is not None and not (
+                isinstance(h, list) and all(_number(x) for x in h)): return None
+            mean.append(float("nan") if s.get("mean") is None else float(s["mean"]))
+            std.append(float("nan") if s.get("std") is None else float(s["std"]))
+            ok = h is not None and len(h) == BINS  # a histogram of another length (another writer's bins) is left out
+            hist.extend([float("nan") if x is None else float(x) for x in h] if ok else [float("nan")] * BINS)
+            full |= ok
+        self.layers = names
+        self.ignored_layers += len(layers) - len(names)
+        return dict(layer_mean=mean, layer_std=std, layer_hist=hist if full else None)
+
+    def record(self, line: bytes) -> dict | None:
+        "One line as a row of `schema(act=True)`; None where it is no line of ours."
+        try:
+            rec = json.loads(line.decode("utf-8"))
+            if not isinstance(rec, dict) or rec.get("kind") is None: return None
+            row = {k: _known(rec[k], t) for k, t in _TYPES.items() if rec.get(k) is not None}
+            kind = row["kind"]
+            if kind in STEPPED and "step" not in row: return None
+            if kind == "train" and not 0 <= row.get("skipped_steps", 0) <= row["step"]: return None  # more LR steps skipped than taken
+            if kind == "act":
+                if (stats := self._layers(rec.get("layers"))) is None: return None
+                row.update(stats)
+        except (TypeError, ValueError, OverflowError, RecursionError): return None  # JSON, UTF-8, nesting, a field that does not convert
+        for k, v in rec.items():
+            if k in _TYPES or k == "layers" and kind == "act": continue
+            if (t := self.fields.get(k)) is None:
+                t = _learned_type(v)
+                if t is None or k in _RESERVED or len(self.fields) >= MAX_FIELDS or not _encodable(k):
+                    self.ignored_fields += 1
+                    continue
+                self.fields[k] = t
+            row[k] = _learned(v, t)
+        return row
+
+    def rows(self, lines: list[bytes], numbers: list[int]) -> tuple[list[dict], int]:
+        "`lines` read one by one: their rows, each with its `_line` from `numbers`, and the count of lines that are not ours."
+        rows = []
+        for number, line in zip(numbers, lines):
+            if (row := self.record(line)) is not None: rows.append({**row, "_line": number})
+        return rows, len(lines) - len(rows)
+
+    def table(self, rows: list[dict]) -> pa.Table:
+        "Rows from `rows()` as one table."
+        return pa.Table.from_pylist(rows, self.schema(act=any("layer_mean" in r for r in rows), line=True))
+
+# %% ../nbs/31_metrics.ipynb #33177f7f
+_NESTED = re.compile(rb"\{[^\n]*\{")  # a line with an object inside: an act line, or keys Arrow would widen into a column each
 
 def _checked(t: pa.Table) -> tuple[pa.Table, int]:
-    "`t` without the rows no writer of ours produces (no kind, a train/eval/act line without a step, malformed layers); and their count."
-    bad = 0
-    if "layers" in t.column_names and not _per_layer(t.schema.field("layers").type):
-        has = pc.is_valid(t.column("layers"))
-        bad += pc.sum(has).as_py() or 0
-        t = t.filter(pc.invert(has)).drop_columns(["layers"])
-    ok = pc.is_valid(t.column("kind"))
-    if "step" in t.column_names:
-        ok = pc.and_(ok, pc.or_(pc.is_valid(t.column("step")), pc.invert(pc.is_in(t.column("kind"), pa.array(STEPPED)))))
-    ok = pc.fill_null(ok, False)
-    if not pc.all(ok).as_py():
-        bad += t.num_rows - (pc.sum(ok).as_py() or 0)
-        t = t.filter(ok)
-    return t, bad
+    "`t` (from Arrow) without the rows no writer of ours produces, and their count."
+    kind, step = t.column("kind"), t.column("step")
+    stepped = pc.fill_null(pc.is_in(kind, value_set=pa.array(STEPPED)), False)
+    act = pc.fill_null(pc.equal(kind, "act"), False)  # an act line's layers never come through Arrow: it has none
+    skipped = t.column("skipped_steps")
+    overskipped = pc.fill_null(pc.and_(pc.equal(kind, "train"), pc.or_(pc.less(skipped, 0), pc.greater(skipped, step))), False)
+    ok = pc.and_(pc.and_(pc.is_valid(kind), pc.or_(pc.is_valid(step), pc.invert(stepped))),
+                 pc.invert(pc.or_(act, overskipped)))
+    if pc.all(ok).as_py(): return t, 0
+    return t.filter(ok), t.num_rows - (pc.sum(ok).as_py() or 0)
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
     "The tables one after the other; a column whose types do not merge (a field logged as a number, later as text) keeps its first type, other values become null."
@@ -92,26 +181,54 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
         fixed.append(t)
     return pa.concat_tables(fixed, promote_options="permissive")
 
-def _one_line(line: bytes) -> tuple[pa.Table, int]:
-    try:
-        rec = _coerce(json.loads(line))
-        return _checked(pa.Table.from_pylist([rec])) if rec else (_EMPTY, 1)
-    except (ValueError, TypeError, OverflowError, RecursionError, pa.ArrowException): return _EMPTY, 1  # JSON, UTF-8, nesting, Arrow
+def _arrow(buf: bytes, parser: LineParser) -> pa.Table:
+    "Arrow's multithreaded reader, held to the columns known so far: a new field, an object or a torn line raise."
+    buf.decode("utf-8")  # Arrow would pass invalid UTF-8 through into its strings
+    return pj.read_json(io.BytesIO(buf), read_options=pj.ReadOptions(block_size=max(BLOCK, len(buf) // 8 + 1)),
+                        parse_options=pj.ParseOptions(explicit_schema=parser.schema(), unexpected_field_behavior="error"))
 
-def parse_lines(buf: bytes) -> tuple[pa.Table, int]:
+def _pieces(lines: list[bytes], numbers: list[int], parser: LineParser, tables: list, rows: list, tried: bool = False) -> int:
+    "Flat lines into `tables` through Arrow, halved around what it rejects; pieces of PY_LINES lines are read in Python into `rows`. Returns the count of bad lines."
+    if len(lines) <= PY_LINES:
+        new, bad = parser.rows(lines, numbers)
+        rows.extend(new)
+        if len(rows) >= _ROWS_PER_TABLE: tables.append(parser.table(rows)); rows.clear()
+        return bad
+    if not tried:
+        try:
+            t = _arrow(b"\n".join(lines) + b"\n", parser)
+            if t.num_rows == len(lines):  # blank lines are gone: one row per line
+                t, bad = _checked(t.append_column("_line", pa.array(numbers, pa.int64())))
+                tables.append(t)
+                return bad
+        except (UnicodeDecodeError, pa.ArrowException): pass
+    half = len(lines) // 2
+    return (_pieces(lines[:half], numbers[:half], parser, tables, rows)
+            + _pieces(lines[half:], numbers[half:], parser, tables, rows))
+
+def parse_lines(buf: bytes, parser: LineParser | None = None) -> tuple[pa.Table, int]:
     "Parse whole JSON lines in `buf` into a table in file order; return it and the number of lines skipped as unreadable."
+    parser = parser or LineParser()
     if not buf.strip(): return _EMPTY, 0
-    opts = pj.ParseOptions(explicit_schema=SCHEMA, unexpected_field_behavior="infer")
-    try:
-        buf.decode("utf-8")  # Arrow would pass invalid UTF-8 through into its strings
-        return _checked(pj.read_json(io.BytesIO(buf), read_options=pj.ReadOptions(block_size=max(BLOCK, len(buf) // 8 + 1)),
-                                     parse_options=opts))
-    except (UnicodeDecodeError, pa.ArrowException):
-        if buf.count(b"\n") <= 1: return _one_line(buf)  # torn, binary, not an object, or a field of another type ("nan" as a string)
-    mid = buf.rfind(b"\n", 0, len(buf) // 2) + 1 or buf.find(b"\n") + 1
-    (a, bad_a), (b, bad_b) = parse_lines(buf[:mid]), parse_lines(buf[mid:])
-    parts = [t for t in (a, b) if t.num_rows]
-    return _concat(parts) if parts else a, bad_a + bad_b
+    nested = _NESTED.search(buf)
+    if not nested:  # the common case: flat lines of known fields, at Arrow's speed
+        try: return _checked(_arrow(buf, parser))
+        except (UnicodeDecodeError, pa.ArrowException): pass
+    lines = [line for line in buf.split(b"\n") if line.strip()]
+    inside = [line.count(b"{") > 1 for line in lines]  # act lines (and other objects): read in Python
+    flat = [i for i, n in enumerate(inside) if not n]
+    tables, rows = [], []
+    bad = _pieces([lines[i] for i in flat], flat, parser, tables, rows, tried=not nested)
+    deep = [i for i, n in enumerate(inside) if n]
+    for j in range(0, len(deep), _ROWS_PER_TABLE):
+        new, b = parser.rows([lines[i] for i in deep[j:j + _ROWS_PER_TABLE]], deep[j:j + _ROWS_PER_TABLE])
+        rows.extend(new); bad += b
+        if len(rows) >= _ROWS_PER_TABLE: tables.append(parser.table(rows)); rows.clear()
+    if rows: tables.append(parser.table(rows))
+    tables = [t for t in tables if t.num_rows]
+    if not tables: return _EMPTY, bad
+    t = _concat(tables)  # `_line` puts the pieces back in file order
+    return t.take(pc.sort_indices(t.column("_line"))).drop_columns(["_line"]), bad
 
 # %% ../nbs/31_metrics.ipynb #7a8e01da
 class Activations(NamedTuple):
@@ -123,56 +240,62 @@ class Activations(NamedTuple):
     hist: np.ndarray   # (n, layers, bins): share of values per bin
     edges: np.ndarray  # (bins + 1,) bin edges
 
-def _stat(layer: pa.StructArray, name: str) -> np.ndarray:
-    "One statistic of a layer as floats; NaN where a line lacks it."
-    if layer.type.get_field_index(name) < 0: return np.full(len(layer), np.nan)
-    return layer.field(name).cast(pa.float64()).to_numpy(zero_copy_only=False)
-
-def _activations(t: pa.Table | None) -> Activations:
+def _activations(t: pa.Table | None, layers: list[str]) -> Activations:
+    "The act rows of `t` as arrays: each row holds the statistics of every one of `layers` (the parser saw to it)."
     edges = np.asarray(HIST_EDGES)
-    if t is None or t.num_rows == 0 or "layers" not in t.column_names or not pa.types.is_struct(t.schema.field("layers").type):
-        return Activations(np.zeros(0, int), [], np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0, len(edges) - 1)), edges)
-    col = t.column("layers").combine_chunks()
-    names = sorted((f.name for f in col.type), key=lambda s: (len(s), s))
-    n, bins = t.num_rows, len(edges) - 1
-    mean, std, hist = np.full((n, len(names)), np.nan), np.full((n, len(names)), np.nan), np.full((n, len(names), bins), np.nan)
-    for j, name in enumerate(names):
-        layer = col.field(name)
-        mean[:, j], std[:, j] = _stat(layer, "mean"), _stat(layer, "std")
-        if layer.type.get_field_index("hist") < 0 or not pa.types.is_list(layer.type.field("hist").type): continue
-        h = layer.field("hist").cast(pa.list_(pa.float64()))
-        lengths = pc.fill_null(pc.list_value_length(h), 0).to_numpy()
-        full = lengths == bins  # a histogram of another length (another writer's bins) is left out
-        if full.any(): hist[full, j, :] = pc.list_flatten(h.filter(pa.array(full))).to_numpy(zero_copy_only=False).reshape(-1, bins)
-    return Activations(t.column("step").to_numpy(), names, mean, std, hist, edges)
+    if t is None or t.num_rows == 0 or "layer_mean" not in t.column_names:
+        return Activations(np.zeros(0, int), [], np.zeros((0, 0)), np.zeros((0, 0)), np.zeros((0, 0, BINS)), edges)
+    n, width = t.num_rows, len(layers)
+    flat = lambda c: pc.list_flatten(t.column(c)).to_numpy(zero_copy_only=False)  # null lists (no histogram) drop out
+    hist = np.full((n, width, BINS), np.nan)
+    has = pc.is_valid(t.column("layer_hist")).to_numpy(zero_copy_only=False)
+    if has.any(): hist[has] = flat("layer_hist").reshape(-1, width, BINS)
+    return Activations(t.column("step").to_numpy(), list(layers), flat("layer_mean").reshape(n, width),
+                       flat("layer_std").reshape(n, width), hist, edges)
 
 # %% ../nbs/31_metrics.ipynb #9abbdab9
 class Metrics:
     "The metrics of one run, read incrementally from its metrics.jsonl."
-    def __init__(self, run_dir: str | Path):
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: str | Path, max_read: int = MAX_READ):
+        self.run_dir, self.max_read = Path(run_dir), max_read  # max_read: bytes one update reads at most
         self.path = RunPaths(self.run_dir).metrics
         self._reset()
 
     def _reset(self):  # bad_lines: lines skipped as unreadable (torn by a crash, not JSON, not an object, no kind, a field that does not convert)
         self.offset, self.lines, self.bad_lines, self.truncations = 0, 0, 0, 0
+        self.more, self._skipping = False, False  # more: the file held more than one read takes; skipping: inside a line past max_read
+        self.parser = LineParser()  # the fields and layers this file has shown so far
         self._parts: dict[str, list[pa.Table]] = {"train": [], "eval": [], "act": [], "event": []}
         self._cache: dict[str, object] = {}
 
-    def update(self) -> int:
-        "Read the lines appended since the last call; return how many were read."
-        try:
-            size = self.path.stat().st_size
+    def update(self, to_end: bool = False) -> int:
+        "Read the lines appended since the last call, at most `max_read` bytes of them unless `to_end` (`more` says whether others wait); return how many were read."
+        read = self._read()
+        while to_end and self.more: read += self._read()
+        return read
+
+    def _read(self) -> int:
+        try: fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO in its place would block the kernel
+        except OSError: return 0
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode): return 0  # a device or a FIFO is no metrics file of ours
+            size = st.st_size
             if size < self.offset: self._reset()  # replaced by a new file
-            if size == self.offset: return 0
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                chunk = f.read(size - self.offset)
-        except FileNotFoundError:
+            f.seek(self.offset)
+            chunk = f.read(min(size - self.offset, self.max_read))
+        self.more = self.offset + len(chunk) < size
+        if self._skipping:  # the rest of a line longer than any read: counted once, never parsed
+            cut = chunk.find(b"\n") + 1
+            self.offset += cut or len(chunk)
+            self._skipping, self.more = not cut, self.offset < size
             return 0
         end = chunk.rfind(b"\n") + 1  # only whole lines; a torn last line waits for its newline
-        if not end: return 0
-        table, bad = parse_lines(chunk[:end])
+        if not end:
+            if len(chunk) == self.max_read:  # no newline in a whole read: a line no writer of ours writes
+                self.offset, self._skipping, self.bad_lines = self.offset + len(chunk), True, self.bad_lines + 1
+            return 0
+        table, bad = parse_lines(chunk[:end], self.parser)
         self.offset += end
         self.bad_lines += bad
         self._add(table)
@@ -198,6 +321,7 @@ class Metrics:
         kinds = part.column("kind")
         for kind, parts in self._parts.items():
             rows = part.filter(pc.fill_null(pc.equal(kinds, kind), False))
+            if kind != "act": rows = rows.drop_columns([c for c in LAYER_COLUMNS if c in rows.column_names])
             if rows.num_rows:
                 parts.append(rows)
                 self._cache.pop(kind, None)  # only what grew is rebuilt: the monitor reads after every append
@@ -220,7 +344,7 @@ class Metrics:
             t = self._table(kind)
             if t is None or t.num_rows == 0: df = pd.DataFrame(columns=["step", "time"])
             else:
-                keep = [c for c in t.column_names if c not in ("kind", "layers", "event") and t.column(c).null_count < t.num_rows]
+                keep = [c for c in t.column_names if c not in ("kind", "event") and t.column(c).null_count < t.num_rows]
                 df = t.select(keep).to_pandas()
             self._cache[kind] = df
         return self._cache[kind]
@@ -238,7 +362,7 @@ class Metrics:
     @property
     def act(self) -> Activations:
         "Per-layer activation statistics."
-        if "act" not in self._cache: self._cache["act"] = _activations(self._table("act"))
+        if "act" not in self._cache: self._cache["act"] = _activations(self._table("act"), self.parser.layers or [])
         return self._cache["act"]
 
     @property
@@ -263,13 +387,25 @@ class Metrics:
         return int(pc.max(train.column("step")).as_py() or 0) if train is not None and train.num_rows else 0
 
     def __repr__(self):
-        skipped = f"; {self.bad_lines} unreadable lines skipped" if self.bad_lines else ""
+        p = self.parser
+        skipped = (f"; {self.bad_lines} unreadable lines skipped" if self.bad_lines else "") + (
+            f"; {p.ignored_fields} fields and {p.ignored_layers} layers left out" if p.ignored_fields or p.ignored_layers else "")
         return f"Metrics({self.run_dir}): {len(self.train)} train, {len(self.eval)} eval, {len(self.act.step)} act lines, {len(self.events)} events; step {self.step}{skipped}"
+
+def read_bounded(path: str | Path, limit: int, tail: bool = False) -> bytes | None:
+    "At most `limit` bytes of the regular file at `path` (its last ones if `tail`); None where it is missing or no regular file (a FIFO would block, a device never end)."
+    try: fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError: return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode): return None
+        if tail: f.seek(max(0, st.st_size - limit))
+        return f.read(limit)
 
 def read_metrics(run_dir: str | Path) -> Metrics:
     "Everything the run at `run_dir` has logged so far; call `.update()` on the result to read what is appended later."
     m = Metrics(run_dir)
-    m.update()
+    m.update(to_end=True)
     return m
 
 # %% ../nbs/31_metrics.ipynb #e5f9fa97

@@ -10,42 +10,51 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import math
 import re
 import time
 from pathlib import Path
 
 import ipywidgets as widgets
+import numpy as np
 import plotly.graph_objects as go
 from fastcore.basics import patch_to
 
-from .config import RunConfig
+from .config import RunConfig, read_config_file
 from .core import new_run_id
 from .diagnose import Finding, diagnose, findings_table
 from .figures import PANELS, compare, dashboard, overview, panel_traces
 from .jobs import Job, launch, rank0_log
-from .metrics import Metrics, downsample, read_metrics, smooth
+from .metrics import Metrics, downsample, read_bounded, read_metrics, smooth
 
 # %% auto #0
-__all__ = ['ENDED', 'DEFAULT_PANELS', 'BADGE', 'STOP_TIP', 'Monitor', 'read_metrics', 'diagnose', 'compare', 'overview',
-           'downsample', 'smooth', 'Finding', 'findings_table']
+__all__ = ['ENDED', 'DEFAULT_PANELS', 'STEP_LIMIT', 'BADGE', 'STOP_TIP', 'Monitor', 'read_metrics', 'diagnose', 'compare',
+           'overview', 'downsample', 'smooth', 'Finding', 'findings_table']
 
 # %% ../nbs/42_monitor.ipynb #1b91e457
 _all_ = ["read_metrics", "diagnose", "compare", "overview", "downsample", "smooth", "Finding", "findings_table"]
 ENDED = ("finished", "failed", "stopped")
 DEFAULT_PANELS = ("loss", "lr", "grad_norm", "throughput", "memory", "activations", "act_hist")
 
+STEP_LIMIT = 2 ** 53  # steps shown at most: a count from disk past this is no count of ours (and a browser's numbers end here)
+
 def _last_log_line(job: Job, chars: int = 4096) -> str:
-    "The last line of rank 0's log (or the launcher's), read from the file's end."
+    "The last line of rank 0's log (or the launcher's), read from the file's end (never from a FIFO or a device)."
     log = rank0_log(job.paths)
-    if log is None: return ""
-    with open(log, "rb") as f:
-        f.seek(max(0, log.stat().st_size - chars))
-        lines = [l for l in re.split(r"[\r\n]+", f.read().decode(errors="replace")) if l.strip()]  # progress bars end in \r
+    data = read_bounded(log, chars, tail=True) if log is not None else None
+    lines = [l for l in re.split(r"[\r\n]+", (data or b"").decode(errors="replace")) if l.strip()]  # progress bars end in \r
     return lines[-1] if lines else ""
 
 def _duration(seconds: float) -> str:
+    "A duration for people; '?' for what is no duration (a step time from disk may be anything)."
+    if not math.isfinite(seconds) or seconds < 0: return "?"
+    if seconds >= 86400: return f"{seconds / 86400:.3g} days"
     seconds = int(seconds)
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min" if seconds >= 3600 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+def _number(v: float) -> str:
+    "A value from disk for the panel: 4 decimals where they read, else 4 significant digits (1e308 stays short)."
+    return f"{v:.4f}" if abs(v) < 1e6 else f"{v:.4g}"
 
 def _title(job: Job) -> str:
     "The panel's heading: the run's name, where it lives, and how to open it in TensorBoard (text from disk, escaped)."
@@ -90,7 +99,7 @@ class Monitor(widgets.VBox):
                           widgets.HBox([self._stop, self._checkpoint, self._note]), self._log, charts, self._findings,
                           widgets.HBox([self._choice, self._apply, self._relaunch]), self._suggestion])
         self.add_class("dswb-monitor")
-        self.update(diagnosis=not follow)
+        self.update(diagnosis=not follow, to_end=not follow)
         if follow: self.follow()
 
     def _bind(self, job: Job | str | Path):
@@ -103,7 +112,7 @@ class Monitor(widgets.VBox):
         self._diagnosed_at, self._drawn_lines, self._asked_checkpoint, self._drawn = 0.0, -1, None, {}
 
     def _config(self) -> RunConfig | None:
-        try: return RunConfig.from_dict(json.loads(self.job.paths.config.read_text()))
+        try: return RunConfig.from_dict(read_config_file(self.job.paths.config))  # bounded: size, depth; never a FIFO
         except Exception: return None
 
     @property
@@ -131,13 +140,15 @@ def _show_status(self: Monitor, status: dict):
     self._state.value = f"<span style='background:{color};color:white;padding:2px 8px;border-radius:4px'>{html.escape(state)}</span>{error}"
     total = status.get("max_steps")
     if not isinstance(total, int) or isinstance(total, bool) or total < 0: total = self.config.max_steps if self.config else 0
-    step, train = self.metrics.step, self.metrics.train
+    total, step, train = min(total, STEP_LIMIT), min(max(self.metrics.step, 0), STEP_LIMIT), self.metrics.train
     self._progress.max, self._progress.value = max(total, 1), min(step, max(total, 1))
     eta = ""
     if state == "running" and "step_time_s" in train and len(train) and total > step:
-        per_step = float(train["step_time_s"].tail(5).median())
-        eta = f" · {1 / per_step:.2f} steps/s · ETA {_duration(per_step * (total - step))}" if per_step > 0 else ""
-    loss = f" · loss {train['loss'].iloc[-1]:.4f}" if "loss" in train and len(train) else ""
+        times = train["step_time_s"].tail(5).to_numpy(float)
+        times = times[np.isfinite(times) & (times > 0)]  # numbers from disk: Infinity, 1e308 or -1 give no ETA
+        per_step = float(np.sort(times)[len(times) // 2]) if len(times) else 0.0  # a middle value: averaging two of 1e308 overflows
+        eta = f" · {1 / per_step:.3g} steps/s · ETA {_duration(per_step * (total - step))}" if per_step > 0 else ""
+    loss = f" · loss {_number(train['loss'].iloc[-1])}" if "loss" in train and len(train) else ""
     self._eta.value = f"step {step}/{total}{loss}{eta}"
     self._log.value = f"<pre style='margin:0;font-size:11px;color:#555'>{html.escape(_last_log_line(self.job)[-300:])}</pre>"
     saved = [e for e in self.metrics.events if e.get("event") == "checkpoint_saved"]
@@ -163,9 +174,9 @@ def _show_findings(self: Monitor):
     self._choice.options = [(f.kind, i) for i, f in enumerate(self.findings) if f.changes]
 
 @patch_to(Monitor)
-def update(self, diagnosis: bool = True) -> int:
+def update(self, diagnosis: bool = True, to_end: bool = False) -> int:
     "Read what the job appended, redraw, refresh state and progress (and the findings every few seconds); return the new lines."
-    new = self.metrics.update()
+    new = self.metrics.update(to_end)  # a follower reads a long file a bounded piece per update
     if self.metrics.lines != self._drawn_lines: _redraw(self)
     _show_status(self, self.job.status())
     if diagnosis and (new or not self._diagnosed_at) and time.monotonic() - self._diagnosed_at >= self.diagnose_every:
@@ -191,7 +202,7 @@ async def _follow(self):
     while True:
         try:
             self.update()
-            if self.ended(): self.update(); _show_findings(self); return
+            if self.ended() and not self.metrics.more: self.update(to_end=True); _show_findings(self); return
         except Exception as e:  # keep following: a bad moment (a file being replaced) must not end the panel
             self._note.value = f"<span style='color:#d62728'>monitor: {html.escape(repr(e))}</span>"
         await asyncio.sleep(self.interval)
@@ -205,13 +216,13 @@ def wait(self, timeout: float | None = None) -> dict:
             raise TimeoutError(f"{self.run_dir}: still {self.job.state} after {timeout} s")
         self.update()
         time.sleep(self.interval)
-    self.update(); _show_findings(self)
+    self.update(to_end=True); _show_findings(self)
     return self.job.status()
 
 @patch_to(Monitor)
 def figure(self) -> go.Figure:
     "The run's charts as one plain figure (for papermill outputs, the docs site, a report)."
-    self.metrics.update()
+    self.metrics.update(to_end=True)
     return overview(self.metrics, self.max_points, self.smoothing)
 
 # %% ../nbs/42_monitor.ipynb #b191af88
@@ -250,19 +261,37 @@ def apply(self, finding: Finding | int = 0) -> RunConfig:
     self._relaunch.description = "Resume with the fix" if plan["resume"] else "New run with the fix"
     self._relaunch.tooltip = "stops this job first (it saves a checkpoint), then launches and follows the new one"
     self._suggestion.value = (f"<b>{html.escape(f.kind)}</b>: {html.escape(', '.join(f'{k}={v}' for k, v in f.changes.items()))} "
-                              f"&rarr; <code>monitor.suggested</code>. {how}, and this panel follows it.")
+                              f"&rarr; <code>monitor.suggested</code>. {how}, and this panel follows it. What it runs:"
+                              f"<pre style='margin:0;font-size:11px'>{html.escape(plan['text'])}</pre>")
     return self.suggested
 
 # %% ../nbs/42_monitor.ipynb #a26e8964
+def _plan_text(cfg: RunConfig, plan: dict) -> str:
+    "What a relaunch runs, in words: the data it reads, the model it loads, where it writes, and what it asks of DeepSpeed."
+    m, d = cfg.model, cfg.data
+    where = (f"resumes {plan['run_dir']} from its newest checkpoint" if plan["resume"] else
+             f"starts a new run in {plan['run_dir'].parent}")
+    lines = [f"{where}, {plan['procs']} process(es)" + (f", with {' '.join(plan['overrides'])}" if plan["overrides"] else ""),
+             f"data.source: {d.source}" + (f"; cleaning: {json.dumps(d.clean)}" if d.clean else ""),
+             f"model.path: {m.path or f'none (a {m.family} built from the config)'}"
+             + (f"; model.tokenizer_path: {m.tokenizer_path}" if m.tokenizer_path else ""),
+             f"output_root: {cfg.output_root}",
+             f"deepspeed: {json.dumps(cfg.deepspeed, sort_keys=True)}" if cfg.deepspeed else "deepspeed: no extra keys"]
+    if cfg.prometheus_port is not None: lines.append(f"metrics served on {cfg.prometheus_host}:{cfg.prometheus_port}")
+    return "\n".join(lines)
+
 @patch_to(Monitor)
 def relaunch_plan(self) -> dict:
-    "What `relaunch` would start for the applied finding: `launch`'s arguments, and whether it resumes this run."
+    "What `relaunch` would start for the applied finding: `launch`'s arguments, whether it resumes this run, and what the config it runs names (`text`)."
     if self.applied is None or self.suggested is None: raise ValueError("no finding applied: call monitor.apply(i) first")
     if self.applied.resume and self.job.checkpoints():
-        return dict(config=self.job.paths.config, overrides=self.applied.overrides(), run_dir=self.run_dir,
+        plan = dict(config=self.job.paths.config, overrides=self.applied.overrides(), run_dir=self.run_dir,
                     procs=self.config.world_size, resume=True)
-    return dict(config=self.suggested, overrides=[], run_dir=self.run_dir.parent/new_run_id(self.suggested.name),
-                procs=self.suggested.world_size, resume=False)
+    else: plan = dict(config=self.suggested, overrides=[], run_dir=self.run_dir.parent/new_run_id(self.suggested.name),
+                      procs=self.suggested.world_size, resume=False)
+    cfg = self.suggested  # on a resume: the run's config.json with the overrides, as read when the finding was applied
+    return dict(plan, data_source=cfg.data.source, model_path=cfg.model.path, tokenizer_path=cfg.model.tokenizer_path,
+                output_root=cfg.output_root, deepspeed=cfg.deepspeed, text=_plan_text(cfg, plan))
 
 @patch_to(Monitor)
 def switch(self, job: Job | str | Path) -> Monitor:
@@ -282,6 +311,8 @@ def relaunch(self, grace: float = 30, **launch_args) -> Job:
     if str(self.job.status().get("launcher", "local")) != "local" and "hostfile" not in launch_args:
         raise RuntimeError(f"{self.run_dir} ran on several nodes: give relaunch() the launch arguments it had "
                            "(hostfile=..., master_addr=..., ...)")
+    if self._config() != self.config:  # the plan shown was read from the config then: a swapped file is not what was shown
+        raise RuntimeError(f"{self.job.paths.config} changed since the plan was shown: apply the finding again to see what runs")
     if self.job.alive(): self.job.stop(grace=grace)  # the checkpoint it saves on the way out is where a resume starts
     plan = self.relaunch_plan()
     job = launch(plan["config"], *plan["overrides"], run_dir=plan["run_dir"], **{"procs": plan["procs"], **launch_args})
