@@ -12,13 +12,14 @@ import json
 import os
 import re
 import secrets
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['FAILURE_HINTS', 'HIST_EDGES', 'atomic_write', 'atomic_write_json', 'append_jsonl', 'read_jsonl', 'new_run_id',
-           'cache_dir', 'failure_hint', 'RunPaths', 'link_problems']
+__all__ = ['MAX_JSONL_READ', 'FAILURE_HINTS', 'HIST_EDGES', 'atomic_write', 'atomic_write_json', 'append_jsonl', 'read_bounded',
+           'read_jsonl', 'new_run_id', 'cache_dir', 'failure_hint', 'RunPaths', 'link_problems']
 
 # %% ../nbs/00_core.ipynb #c2f22a55
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
@@ -50,14 +51,22 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
         f.write(line)
         f.flush()
 
-def read_jsonl(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], int]:
-    "Read the whole lines of `path` from byte `offset`; return the JSON objects among them and the offset to resume from."
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            chunk = f.read()
-    except FileNotFoundError:
-        return [], offset
+MAX_JSONL_READ = 256 * 2**20  # bytes one read_jsonl takes at most: a run's lines, not a flood
+
+def read_bounded(path: str | os.PathLike, limit: int, tail: bool = False, offset: int = 0) -> bytes | None:
+    "At most `limit` bytes of the regular file at `path` from `offset` (its last ones if `tail`); None where it is missing or no regular file (a FIFO would block, a device never end)."
+    try: fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError: return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode): return None
+        f.seek(max(0, st.st_size - limit) if tail else offset)
+        return f.read(limit)
+
+def read_jsonl(path: str | os.PathLike, offset: int = 0, limit: int = MAX_JSONL_READ) -> tuple[list[dict], int]:
+    "Read the whole lines of `path` from byte `offset` (at most `limit` bytes); return the JSON objects among them and the offset to resume from."
+    chunk = read_bounded(path, limit, offset=offset)
+    if chunk is None: return [], offset
     end = chunk.rfind(b"\n") + 1
     records = []
     for raw in chunk[:end].splitlines():

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig, build_scheduler, hf_config, plan_for, read_config_file
-from .core import RunPaths
-from .metrics import Metrics, read_bounded, read_metrics
+from .core import RunPaths, read_bounded
+from .metrics import Metrics, read_metrics
 
 # %% auto #0
 __all__ = ['RESUMABLE', 'WINDOW', 'MIN_POINTS', 'SETTLE', 'OSCILLATION', 'MIN_SWING', 'EXPLOSION', 'SPIKES_IN_A_ROW',

@@ -25,8 +25,7 @@ from .core import HIST_EDGES, RunPaths
 
 # %% auto #0
 __all__ = ['NUMERIC', 'SCHEMA', 'BLOCK', 'STEPPED', 'MAX_FIELDS', 'MAX_LAYERS', 'MAX_READ', 'PY_LINES', 'LAYER_COLUMNS', 'BINS',
-           'LineParser', 'parse_lines', 'Activations', 'Metrics', 'read_bounded', 'read_metrics', 'downsample',
-           'smooth']
+           'LineParser', 'parse_lines', 'Activations', 'Metrics', 'read_metrics', 'downsample', 'smooth']
 
 # %% ../nbs/31_metrics.ipynb #d6f6fcef
 NUMERIC = ("time", "loss", "accuracy", "lr", "grad_norm", "loss_scale", "tokens_per_s", "samples_per_s",
@@ -391,16 +390,6 @@ class Metrics:
         skipped = (f"; {self.bad_lines} unreadable lines skipped" if self.bad_lines else "") + (
             f"; {p.ignored_fields} fields and {p.ignored_layers} layers left out" if p.ignored_fields or p.ignored_layers else "")
         return f"Metrics({self.run_dir}): {len(self.train)} train, {len(self.eval)} eval, {len(self.act.step)} act lines, {len(self.events)} events; step {self.step}{skipped}"
-
-def read_bounded(path: str | Path, limit: int, tail: bool = False) -> bytes | None:
-    "At most `limit` bytes of the regular file at `path` (its last ones if `tail`); None where it is missing or no regular file (a FIFO would block, a device never end)."
-    try: fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError: return None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode): return None
-        if tail: f.seek(max(0, st.st_size - limit))
-        return f.read(limit)
 
 def read_metrics(run_dir: str | Path) -> Metrics:
     "Everything the run at `run_dir` has logged so far; call `.update()` on the result to read what is appended later."

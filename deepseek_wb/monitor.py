@@ -21,11 +21,11 @@ import plotly.graph_objects as go
 from fastcore.basics import patch_to
 
 from .config import RunConfig, read_config_file
-from .core import new_run_id
+from .core import new_run_id, read_bounded
 from .diagnose import Finding, diagnose, findings_table
 from .figures import PANELS, compare, dashboard, overview, panel_traces
 from .jobs import Job, launch, rank0_log
-from .metrics import Metrics, downsample, read_bounded, read_metrics, smooth
+from .metrics import Metrics, downsample, read_metrics, smooth
 
 # %% auto #0
 __all__ = ['ENDED', 'DEFAULT_PANELS', 'STEP_LIMIT', 'BADGE', 'STOP_TIP', 'Monitor', 'read_metrics', 'diagnose', 'compare',
