@@ -106,11 +106,12 @@ def prune(root: str | Path, keep_last: int) -> list[Path]:
 
 # %% ../nbs/21_checkpoints.ipynb #21b98a83
 def trust_problems(run_dir: str | Path) -> list[str]:
-    "Why the checkpoints of `run_dir` may have been written by someone else: owners, write permissions, links ([] when none)."
+    "Why `run_dir` may have been written by someone else: owners, write permissions and links of it, its entries and every checkpoint's files."
     run, uid = Path(run_dir), os.getuid()
-    ckpts = run/"checkpoints"
+    try: entries = sorted(run.iterdir())
+    except (FileNotFoundError, NotADirectoryError): entries = []
     problems = []
-    for p in [run, ckpts, *(q for _, d in step_dirs(ckpts) for q in (d, *sorted(d.rglob("*"))))]:
+    for p in [run, *entries, *(q for _, d in step_dirs(run/"checkpoints") for q in (d, *sorted(d.rglob("*"))))]:
         try: st = p.stat() if p == run else p.lstat()  # the run directory may be reached through the user's own link
         except FileNotFoundError: continue
         if stat.S_ISLNK(st.st_mode): problems.append(f"{p} is a symbolic link")
@@ -126,7 +127,7 @@ class UntrustedRunDirError(RuntimeError):
 def check_trusted(run_dir: str | Path):
     "Raise `UntrustedRunDirError`, saying what is wrong, unless a job may resume and write `run_dir`."
     run = Path(run_dir)
-    problems = link_problems(run) + (trust_problems(run) if (run/"checkpoints").exists() else [])
+    problems = list(dict.fromkeys(link_problems(run) + trust_problems(run)))
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise UntrustedRunDirError(f"{run}: someone else may have written it, so it is neither resumed nor written: "
