@@ -57,9 +57,10 @@ def read_bounded(path: str | os.PathLike, limit: int, tail: bool = False, offset
     "At most `limit` bytes of the regular file at `path` from `offset` (its last ones if `tail`); None where it is missing or no regular file (a FIFO would block, a device never end)."
     try: fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError: return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd); return None
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode): return None
         f.seek(max(0, st.st_size - limit) if tail else offset)
         return f.read(limit)
 

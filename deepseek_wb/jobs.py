@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import re
 import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -28,13 +30,15 @@ import psutil
 from .checkpoints import check_trusted, complete_checkpoints
 from .config import (ConfigError, Problem, RunConfig, apply_overrides, check, check_file,
                                 read_config_file)
-from .core import RunPaths, atomic_write, atomic_write_json, failure_hint, new_run_id, read_jsonl
+from .core import (RunPaths, atomic_write, atomic_write_json, failure_hint, link_problems, new_run_id,
+                              read_bounded, read_jsonl)
 from .env import local_hardware, tcmalloc
 
 # %% auto #0
-__all__ = ['LAUNCHERS', 'SENT_TO_NODES', 'STALE_AFTER', 'START_TOLERANCE', 'SHM_BUFFERS', 'free_port', 'job_env',
-           'launcher_command', 'secret_looking', 'redact', 'ssh_env_file', 'rank0_log', 'cause_from_logs',
-           'leader_check', 'Job', 'launch', 'remove_stale_shm', 'supervise', 'list_runs']
+__all__ = ['LAUNCHERS', 'SENT_TO_NODES', 'LOG_TAIL', 'STALE_AFTER', 'START_TOLERANCE', 'FUTURE_HEARTBEAT', 'STATUS_LIMIT',
+           'SHM_BUFFERS', 'free_port', 'job_env', 'launcher_command', 'secret_looking', 'redact', 'ssh_env_file',
+           'rank0_log', 'cause_from_logs', 'start_ticks', 'leader_check', 'Job', 'launch', 'remove_stale_shm',
+           'supervise', 'list_runs']
 
 # %% ../nbs/30_jobs.ipynb #e132c261
 def free_port() -> int:
@@ -45,7 +49,8 @@ def free_port() -> int:
 def job_env(procs: int, extra: dict | None = None) -> dict:
     "The environment of a job's processes."
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               HF_DATASETS_DISABLE_PROGRESS_BARS="1")
+               HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+               PYTHONSAFEPATH="1")  # `python -m` puts no cwd first on sys.path: a psutil.py there would run
     if not local_hardware().gpus:
         if "OMP_NUM_THREADS" not in os.environ: env["OMP_NUM_THREADS"] = str(max(1, local_hardware().cpu_cores // procs))
         if "LD_PRELOAD" not in os.environ and (extra or {}).get("DEEPSEEK_WB_MALLOC") != "system" and (lib := tcmalloc()):
@@ -72,7 +77,7 @@ def launcher_command(run: RunPaths, procs: int, master_port: int, hostfile: str 
 # %% ../nbs/30_jobs.ipynb #33639df9
 SENT_TO_NODES = ("DEEPSEEK_WB_", "DS_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "TORCH_", "PYTORCH_",
                  "OMP_", "KMP_", "MKL_", "GLOO_", "NCCL_", "UCX_", "CUDA_", "TRITON_")  # what the training stack reads
-_SECRET_NAME = re.compile(r"TOKEN(?!IZER)|SECRET|PASSW|PWD|KEY|AUTH|CREDENTIAL|COOKIE|PRIVATE", re.I)
+_SECRET_NAME = re.compile(r"TOKEN(?!IZER)|SECRET|PASS|PWD|KEY|AUTH|CREDENTIAL|COOKIE|PRIVATE|WEBHOOK|DSN", re.I)
 _URL_CREDENTIALS = re.compile(r"(://)[^/\s:@]+:[^/\s@]*@")
 _TOKEN_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{20,}|\b(?:ghp|gho|ghs|github_pat)_\w{20,}|\bsk-[\w-]{20,}|\bAKIA[0-9A-Z]{16}\b")
 _DEEPSPEED_EXPORTS = ("MLFLOW", "PYTHON", "MV2", "UCX", "NCCL")  # DeepSpeed's runner sends these on from its own environment
@@ -84,9 +89,14 @@ def secret_looking(name: str, value: str = "") -> bool:
 _ASSIGNMENT = re.compile(r"""\b([A-Za-z_]\w*)=("[^"]*"|'[^']*'|[^\s;]*)|(-genv\s+)([A-Za-z_]\w*)(\s+)(\S+)""")
 
 def redact(text: str) -> str:
-    "`text` with the values of secret-looking `NAME=value` (and MPI's `-genv NAME value`) and URL passwords shown as `***`."
+    "`text` with the values of secret-looking `NAME=value` (in `--export=A=1,B=2` lists too, and MPI's `-genv NAME value`) and URL passwords shown as `***`."
+    def hide_item(item):
+        name, eq, value = item.partition("=")
+        return f"{name}=***" if eq and secret_looking(name, value) else item
     def hide(m):
-        if m[1]: return f"{m[1]}=***" if secret_looking(m[1], m[2]) else m[0]
+        if m[1] and secret_looking(m[1], m[2]): return f"{m[1]}=***"
+        if m[1] and "=" in m[2]: return f"{m[1]}=" + ",".join(map(hide_item, m[2].split(",")))  # SLURM's --export=ALL,K=V,...
+        if m[1]: return m[0]
         return f"{m[3]}{m[4]}{m[5]}***" if secret_looking(m[4], m[6]) else m[0]
     return _TOKEN_VALUE.sub("***", _URL_CREDENTIALS.sub(r"\1***@", _ASSIGNMENT.sub(hide, text)))
 
@@ -95,6 +105,16 @@ def _launcher_env(environment: dict, extra: dict | None) -> dict:
     return {k: v for k, v in environment.items()
             if k in (extra or {}) or not (k.startswith(_DEEPSPEED_EXPORTS) and secret_looking(k, v))}
 
+def _own_env_file() -> str:
+    "The user's ~/.deepspeed_env (which DS_ENV_FILE replaces), when it is a regular file of theirs that no one else can write; else ''."
+    own = Path.home()/".deepspeed_env"  # never ./.deepspeed_env: the current folder may be a copied run directory
+    try: st = own.stat()
+    except OSError: return ""
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        warnings.warn(f"{own} is not used: it is not a regular file of yours writable by you alone (chmod go-w {own})")
+        return ""
+    return (read_bounded(own, 1_000_000) or b"").decode(errors="replace")
+
 def ssh_env_file(run: RunPaths, env: dict, extra: dict | None = None, shell: bool = True) -> Path:
     "Write to `run`'s `.deepspeed_env` (owner-only) what the other nodes' ranks need: `env`'s allowlisted variables, all of `extra`."
     extra = extra or {}
@@ -102,9 +122,7 @@ def ssh_env_file(run: RunPaths, env: dict, extra: dict | None = None, shell: boo
     travels = lambda k, v: (k in extra or (k == "LD_PRELOAD" and ours)
                             or (k.startswith(SENT_TO_NODES) and k != "DS_ENV_FILE" and not secret_looking(k, v)))
     pairs = [(k, v) for k, v in env.items() if travels(k, v)]
-    for own in (Path.home()/".deepspeed_env", Path(".deepspeed_env")):  # DS_ENV_FILE replaces these: keep what they say
-        if own.is_file():
-            pairs += [tuple(l.split("=", 1)) for l in own.read_text().splitlines() if "=" in l and not l.lstrip().startswith("#")]
+    pairs += [tuple(l.split("=", 1)) for l in _own_env_file().splitlines() if "=" in l and not l.lstrip().startswith("#")]
     lines = []
     for k, v in pairs:  # DeepSpeed's runner wraps a value in "..." unescaped, when it has more than [\w@%+=:,./-]
         quoted = re.search(r'["$`\\\n]', v) if shell else re.search(r"[^\w@%+=:,./-]", v)  # pdsh: a shell; MPI, SLURM: none
@@ -114,8 +132,21 @@ def ssh_env_file(run: RunPaths, env: dict, extra: dict | None = None, shell: boo
     return atomic_write(run.root/".deepspeed_env", "\n".join(lines) + "\n")  # atomic_write's temporary file is 0o600
 
 # %% ../nbs/30_jobs.ipynb #5526f781
+LOG_TAIL = 200_000  # bytes read from the end of each log: enough for a traceback, bounded whatever the file
+
 def _log_files(run: RunPaths) -> list[Path]:
-    return sorted(run.logs.glob("*.log"), key=lambda p: p.stat().st_mtime) if run.logs.is_dir() else []
+    "The run's regular `*.log` files, oldest first (a link, a FIFO or a file that vanished is skipped)."
+    found = []
+    for p in run.logs.glob("*.log") if run.logs.is_dir() and not run.logs.is_symlink() else []:
+        try: st = p.lstat()
+        except OSError: continue
+        if stat.S_ISREG(st.st_mode): found.append((st.st_mtime, p))
+    return [p for _, p in sorted(found)]
+
+def _log_tail(log: Path) -> str:
+    "The last `LOG_TAIL` bytes of `log` as text ('' when it cannot be read as a regular file)."
+    try: return (read_bounded(log, LOG_TAIL, tail=True) or b"").decode(errors="replace")
+    except OSError: return ""  # replaced by a folder, or unreadable, since it was listed
 
 def rank0_log(run: RunPaths) -> Path | None:
     "Rank 0's log of the latest attempt (DeepSpeed names it TIMESTAMP_rank0.log), else the launcher's."
@@ -125,15 +156,22 @@ def rank0_log(run: RunPaths) -> Path | None:
 
 def cause_from_logs(run_dir: str | Path) -> str:
     "One line saying why the job in `run_dir` failed, from its logs ('' when nothing is found)."
-    text = "\n".join(p.read_text(errors="replace")[-200_000:] for p in _log_files(RunPaths(Path(run_dir))))
+    text = "\n".join(map(_log_tail, _log_files(RunPaths(Path(run_dir)))))
     errors = re.findall(r"^(?:\[rank\d+\]: )?((?:[\w.]+Error|[\w.]*Exception|\w+Loss|KeyboardInterrupt)[^\n]*)$", text, re.M)
     last = errors[-1].strip() if errors else ""
     hint = failure_hint(text)
-    return f"{last} ({hint})" if last and hint and hint not in last else (last or hint)
+    return redact(f"{last} ({hint})" if last and hint and hint not in last else (last or hint))  # it goes to status and metrics
 
 # %% ../nbs/30_jobs.ipynb #293df8f3
 STALE_AFTER = 3600  # seconds without a status or metrics write after which another host's run is taken for dead
 START_TOLERANCE = 0.05  # seconds: psutil reads a process's start time in clock ticks (1/100 s)
+FUTURE_HEARTBEAT = 300  # seconds: a status written later than now + this is forged (or its clock is wrong): no heartbeat
+
+def start_ticks(pid: int) -> int | None:
+    "Process `pid`'s start in clock ticks since boot (Linux: /proc/PID/stat field 22), which no wall-clock step moves; None elsewhere."
+    raw = read_bounded(f"/proc/{pid}/stat", 4096)
+    try: return int(raw[raw.rindex(b")") + 2:].split()[19])  # field 3 is the first after the name, which may hold ") "
+    except (TypeError, ValueError, IndexError): return None
 
 def _number(v) -> float | None:
     "`v` as a float when it is a JSON number (not a boolean), else None."
@@ -143,34 +181,56 @@ def _has_kind(record) -> bool: return isinstance(record, dict) and isinstance(re
 
 def leader_check(run_dir: str | Path, status: dict) -> tuple[int | None, str]:
     "`status`'s process group if its leader is provably `run_dir`'s live supervisor; else None and why ('' if none runs)."
-    pgid, started = status.get("pgid"), _number(status.get("leader_started"))
+    pgid, started, ticks = status.get("pgid"), _number(status.get("leader_started")), status.get("leader_start_ticks")
+    if not isinstance(ticks, int) or isinstance(ticks, bool): ticks = None
     if pgid is None: return None, ""
     if not isinstance(pgid, int) or isinstance(pgid, bool) or pgid <= 1:  # killpg(1) is kill(-1): every process of ours
         return None, f"pgid {pgid!r} is not a process group number above 1"
-    if started is None:
+    if started is None and ticks is None:
         return None, f"no start time of the group's leader is recorded (leader_started {status.get('leader_started')!r})"
     try:
         leader = psutil.Process(pgid)
         if leader.status() == psutil.STATUS_ZOMBIE: return None, ""  # it has ended: nothing to signal
         created, uids, cmd, group = leader.create_time(), leader.uids(), leader.cmdline(), os.getpgid(pgid)
+        now_ticks = start_ticks(pgid) if ticks is not None else None
     except (psutil.NoSuchProcess, ProcessLookupError): return None, ""
     except (psutil.AccessDenied, PermissionError): return None, f"process {pgid} cannot be inspected (it is not yours)"
     ours = ["-m", "deepseek_wb.jobs", "supervise", str(Path(run_dir).resolve())]
     if group != pgid: return None, f"process {pgid} does not lead a process group (its group is {group})"
-    if abs(created - started) > START_TOLERANCE:
-        return None, (f"process {pgid} started {created - started:+.2f} s from this run's supervisor "
-                      f"({time.ctime(started)}): its number was reused")
+    if now_ticks is not None and now_ticks != ticks:  # exact: a wall clock stepped since the launch shifts create_time
+        return None, f"process {pgid} started {now_ticks - ticks:+d} clock ticks from this run's supervisor: its number was reused"
+    if now_ticks is None and (started is None or abs(created - started) > START_TOLERANCE):
+        return None, (f"process {pgid} started {created - (started or 0):+.2f} s from this run's supervisor "
+                      f"({time.ctime(started or 0)}): its number was reused")
     if uids.real != os.getuid() or uids.effective != os.getuid():
         return None, f"process {pgid} belongs to uid {uids.real}, not to you (uid {os.getuid()})"
     if cmd[1:5] != ours or not Path(cmd[0]).name.startswith("python"):
         return None, f"process {pgid} is not the supervisor of {Path(run_dir).resolve()} (its command: {redact(shlex.join(cmd))[:300]})"
     return pgid, ""
 
-def _killpg(pgid: int, sig: int):
+def _killpg(run_dir: str | Path, status: dict, sig: int) -> bool:
+    "Send `sig` to `status`'s group only if its leader, checked again right now, is still `run_dir`'s supervisor; whether it was sent."
+    pgid, _ = leader_check(run_dir, status)  # the group may have ended and its number gone to another since the last check
+    if pgid is None: return False
     try: os.killpg(pgid, sig)
-    except ProcessLookupError: pass
+    except (ProcessLookupError, PermissionError): return False
+    return True
 
 # %% ../nbs/30_jobs.ipynb #9e686fd6
+STATUS_LIMIT = 1_000_000  # bytes: a status.json we write is a few hundred
+
+def _heartbeat(t: float | None) -> float:
+    "`t` as a time the run was last heard of: 0 unless finite and not in the future (a forged `Infinity` keeps nothing alive)."
+    return t if t is not None and math.isfinite(t) and t <= time.time() + FUTURE_HEARTBEAT else 0
+
+def _unreached(cmd: list[str], done: subprocess.CompletedProcess) -> str:
+    "Why pdsh's kill `cmd` may have missed some node ('' when every node ran it: pkill exits 0, or 1 when nothing matched)."
+    if done.returncode in (0, 1): return ""
+    hosts = cmd[cmd.index("-w") + 1].split(",")
+    said = done.stderr.decode(errors="replace")
+    failed = [h for h in hosts if re.search(rf"^{re.escape(h)}: ", said, re.M)] or hosts
+    return f"pdsh exited with code {done.returncode}, so {', '.join(failed)} may not have been reached: {redact(said.strip())[-300:]}"
+
 @dataclass
 class Job:
     "A handle on a training run's directory (and its processes, while they live)."
@@ -191,9 +251,12 @@ class Job:
 
     def _read_status(self) -> tuple[dict, str]:
         "status.json's object, or {} and why it cannot be read."
-        try: s = json.loads(self.paths.status.read_bytes())
-        except OSError as e: return {}, f"status.json cannot be read: {e.strerror or e}"
-        except ValueError as e: return {}, f"status.json is not JSON: {e}"
+        try: raw = read_bounded(self.paths.status, STATUS_LIMIT + 1)  # a FIFO, a device or a link to /dev/zero never hangs us
+        except OSError as e: return {}, f"status.json cannot be read: {e.strerror or e}"  # a folder, no permission
+        if raw is None: return {}, "status.json cannot be read: it is missing or not a regular file"
+        if len(raw) > STATUS_LIMIT: return {}, f"status.json is larger than {STATUS_LIMIT:,} bytes: not a status we wrote"
+        try: s = json.loads(raw)
+        except (ValueError, RecursionError) as e: return {}, f"status.json is not JSON: {e}"
         if isinstance(s, dict): return s, ""
         return {}, f"status.json holds {({list: 'an array', str: 'a string', type(None): 'null'}).get(type(s), 'a number')}, not an object"
 
@@ -207,8 +270,9 @@ class Job:
         if self.node_pgid: return self._proc is not None and self._proc.returncode is None
         s = self._status_file()
         if not self._here(s):  # followed over a shared file system
-            try: heartbeat = max(_number(s.get("updated_at")) or 0, self.paths.metrics.stat().st_mtime)
-            except OSError: heartbeat = _number(s.get("updated_at")) or 0
+            try: written = self.paths.metrics.stat().st_mtime
+            except OSError: written = 0
+            heartbeat = max(_heartbeat(_number(s.get("updated_at"))), _heartbeat(written))
             return s.get("state") in ("queued", "running") and time.time() - heartbeat < STALE_AFTER
         return leader_check(self.run_dir, s)[0] is not None  # a stale or copied status names someone else's group
 
@@ -228,7 +292,7 @@ class Job:
         recs, end = read_jsonl(self.paths.metrics)
         good = [r for r in recs if _has_kind(r)]
         try:
-            with open(self.paths.metrics, "rb") as f: whole = sum(1 for line in f.read(end).splitlines() if line.strip())
+            whole = sum(1 for line in (read_bounded(self.paths.metrics, end) or b"").splitlines() if line.strip())
         except OSError: whole = len(good)
         return good, whole - len(good)
 
@@ -239,7 +303,7 @@ class Job:
     def tail(self, n: int = 20) -> str:
         "The last `n` lines of the job's logs (rank 0's when there is one, else the launcher's)."
         log = rank0_log(self.paths)
-        return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log else ""
+        return "\n".join(_log_tail(log).splitlines()[-n:]) if log else ""
 
     def wait(self, timeout: float | None = None, poll: float = 0.5) -> dict:
         "Wait for the job to end (or `timeout` seconds); return its status."
@@ -253,6 +317,9 @@ class Job:
 
     def _request(self, name: str) -> Path:
         "Leave request `name` for rank 0, which takes it at the end of a step (wherever the ranks run)."
+        if links := link_problems(self.run_dir):  # a linked control/ would have us write into someone's folder
+            raise RuntimeError(f"{self.run_dir}: no {name} request left, and nothing was sent: {'; '.join(links[:3])}. "
+                               f"Remove the links, or end the job by hand (ps -eo pid,pgid,args)")
         self.paths.control.mkdir(parents=True, exist_ok=True)
         return atomic_write(self.paths.control/name, f"{time.time()}\n")
 
@@ -272,7 +339,7 @@ class Job:
         if (here and pgid is None) or (not here and not self.alive()): return self.status()
         self._request("stop")
         if here and s.get("launcher", "local") in ("local", "no_ssh"):  # else the ranks run under other nodes' sshd
-            _killpg(pgid, signal.SIGTERM)  # reaches ranks still setting up, which read no requests yet
+            _killpg(self.run_dir, s, signal.SIGTERM)  # reaches ranks still setting up, which read no requests yet
         if not wait: return self.status()  # the caller follows the job (the monitor does) and may call again
         try: return self.wait(timeout=grace)
         except TimeoutError:
@@ -293,9 +360,10 @@ class Job:
             try: cmd, env = self._kill_command(s)
             except (OSError, ValueError) as e: unreached = str(e)
             else:
-                try: subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, timeout=60)
+                try: done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, timeout=60)
                 except (OSError, subprocess.TimeoutExpired) as e: unreached = f"pdsh failed: {e}"
-        _killpg(pgid, signal.SIGKILL)  # the launcher too, before its own SIGTERM handler pkills every DeepSpeed job on the nodes
+                else: unreached = _unreached(cmd, done)
+        _killpg(self.run_dir, s, signal.SIGKILL)  # the launcher too, before its own SIGTERM handler pkills every DeepSpeed job on the nodes
         final = self.wait(timeout=30)
         if unreached: raise RuntimeError(f"{self.run_dir}: its processes here are killed, its ranks on the other nodes maybe "
                                          f"not ({unreached}): kill them there")
@@ -335,6 +403,9 @@ def launch(config: RunConfig | str | Path | None, *overrides, run_dir: str | Pat
            runner_args: list[str] = (), env: dict | None = None, **values) -> Job:
     "Start training `config` as a background DeepSpeed job with `procs` processes; return its Job at once (an existing `run_dir` resumes)."
     run_dir = Path(run_dir) if run_dir else None
+    if run_dir is not None and re.search(r"[\x00-\x1f\x7f]", str(run_dir)):
+        raise ValueError(f"run_dir {str(run_dir)!r} holds a control character (a newline, a tab, ...): "
+                         "the kill command and the logs could not name it; choose a plain path")
     over_ssh = bool(hostfile) and not no_ssh  # node 0's launcher starts every node's ranks (pdsh, MPI, SLURM)
     if over_ssh and launcher not in LAUNCHERS:
         raise ValueError(f"launcher '{launcher}' is not one of DeepSpeed's: {', '.join(LAUNCHERS)}")
@@ -356,7 +427,9 @@ def launch(config: RunConfig | str | Path | None, *overrides, run_dir: str | Pat
         cfg = _resumed_config(RunPaths(run_dir.resolve()), config, overrides, values, hardware)
     elif config is None:
         raise ValueError(f"launch(None, ...) resumes a run, but {run_dir} holds none (no config.json): give a config")
-    else: cfg = _checked(config, overrides, values, hardware)
+    else:
+        if run_dir is not None and os.path.lexists(run_dir): check_trusted(run_dir)  # any folder we are to write in
+        cfg = _checked(config, overrides, values, hardware)
     if cfg.data.source != "demo" and not Path(cfg.data.source).exists():
         raise ConfigError([Problem("data.source", f"{cfg.data.source} does not exist", "give an existing file or folder, or 'demo'")], "launch")
     ds_config = cfg.to_deepspeed()
@@ -373,26 +446,35 @@ def launch(config: RunConfig | str | Path | None, *overrides, run_dir: str | Pat
         atomic_write_json(run.config, cfg.model_dump(mode="json"))
         atomic_write_json(run.ds_config, ds_config)
         if hostfile: atomic_write(run.root/"hostfile", "".join(f"{h} slots={n}\n" for h, n in hosts.items()))  # Job.kill's
-        for request in ("stop", "stop.taken", "checkpoint"): (run.control/request).unlink(missing_ok=True)  # an earlier attempt's
+        if run.control.is_dir() and not run.control.is_symlink():  # an earlier attempt's requests; never through a link
+            for request in ("stop", "stop.taken", "checkpoint"): (run.control/request).unlink(missing_ok=True)
     if over_ssh:
         environment = _launcher_env(environment, env)
         environment["DS_ENV_FILE"] = str(ssh_env_file(run, environment, env, shell=launcher == "pdsh"))
     supervise = [sys.executable, "-m", "deepseek_wb.jobs", "supervise", str(run.root), str(node_rank or 0), "--"] + cmd
     log = os.open(run.logs/("launcher.log" if not joining else f"launcher_node{node_rank}.log"),
-                  os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                  os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     os.fchmod(log, 0o600)
     try: proc = subprocess.Popen(supervise, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True, env=environment, cwd=os.getcwd())
+                                 start_new_session=True, env=environment, cwd=os.getcwd(), umask=_umask() | 0o022)
     finally: os.close(log)
     if joining: return Job(run.root, proc, node_pgid=proc.pid)
     try: leader_started = psutil.Process(proc.pid).create_time()
     except psutil.Error: leader_started = None
+    leader_start_ticks = start_ticks(proc.pid)  # the exact proof on Linux; leader_started is the portable one
     atomic_write_json(run.status, dict(state="queued", pid=proc.pid, pgid=proc.pid, started_at=time.time(),
                                        launch_host=socket.gethostname(), leader_started=leader_started,
+                                       leader_start_ticks=leader_start_ticks,
                                        command=[redact(a) for a in cmd], nodes=len(hosts), procs=procs,
                                        launcher=launcher if over_ssh else "no_ssh" if hostfile else "local",
                                        ssh_port=ssh_port if over_ssh else None))
     return Job(run.root, proc, _ssh_args=environment.get("PDSH_SSH_ARGS_APPEND"))
+
+
+def _umask() -> int:
+    "This process's umask, read without changing it (Linux); 0o022 elsewhere."
+    m = re.search(rb"^Umask:\s*([0-7]+)", read_bounded("/proc/self/status", 100_000) or b"", re.M)
+    return int(m[1], 8) if m else 0o022
 
 # %% ../nbs/30_jobs.ipynb #cfedd4ea
 def _port(p) -> bool: return isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536
@@ -433,10 +515,10 @@ def _resumed_config(run: RunPaths, config, overrides, values: dict, hardware) ->
 
 # %% ../nbs/30_jobs.ipynb #d2ee9217
 def _teardown(root: Path, hosts: list[str], ssh_port: int | None, ssh_args: str) -> tuple[list[str], dict]:
-    "The pdsh command that SIGKILLs run `root`'s DeepSpeed launch and ranks on `hosts`, and the environment it needs."
+    "The pdsh command that SIGKILLs run `root`'s DeepSpeed launch and ranks on `hosts` (the user's own only), and the environment it needs."
     pattern = rf"-m [d]eeps(eek_wb\.train|peed\.launcher\.launch) .*--run-dir {re.escape(str(root))}$"  # [d]: not pkill's own shell
     ssh_args = ssh_args + (f" -p {ssh_port}" if ssh_port else "")
-    return (["pdsh", "-S", "-w", ",".join(hosts), f"pkill -KILL -f -- {shlex.quote(pattern)}"],
+    return (["pdsh", "-S", "-w", ",".join(hosts), f'pkill -KILL -u "$(id -u)" -f -- {shlex.quote(pattern)}'],
             dict(PDSH_RCMD_TYPE="ssh", PDSH_SSH_ARGS_APPEND=ssh_args.strip()))
 
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")  # nothing pdsh or a shell would read as more
@@ -458,7 +540,11 @@ SHM_BUFFERS = "/dev/shm/deepspeed_allreduce_buffer_*"  # DeepSpeed's CPU all-red
 
 def remove_stale_shm(min_age: float = 60) -> list[str]:
     "Remove DeepSpeed's shared-memory buffers that no live process maps (older than `min_age` seconds)."
-    files = [p for p in glob.glob(SHM_BUFFERS) if time.time() - os.path.getmtime(p) > min_age]
+    files = []
+    for p in glob.glob(SHM_BUFFERS):  # /dev/shm is everyone's: a link or another user's file there is not ours to remove
+        try: st = os.lstat(p)
+        except OSError: continue
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and time.time() - st.st_mtime > min_age: files.append(p)
     if not files: return []
     mapped = set()
     for maps in glob.glob("/proc/[0-9]*/maps"):
@@ -488,7 +574,8 @@ def supervise(run_dir: str | Path, cmd: list[str], node_rank: int = 0) -> int:
     copier.start()
     code = launcher.wait()
     copier.join(timeout=10)  # the launcher's last lines; a straggler that still holds the pipe is not waited for
-    remove_stale_shm()
+    try: remove_stale_shm()
+    except Exception as e: print(f"deepseek_wb: stale shared memory not removed: {e}", flush=True)  # the status comes first
     if node_rank != 0: return code  # node 0 owns the run's status
     status = Job(run.root)._status_file()
     if status.get("state") in (None, "queued", "running"):

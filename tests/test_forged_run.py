@@ -17,7 +17,8 @@ import psutil
 import pytest
 
 from deepseek_wb.core import atomic_write_json
-from deepseek_wb.jobs import Job, leader_check, list_runs
+from deepseek_wb.checkpoints import UntrustedRunDirError
+from deepseek_wb.jobs import Job, cause_from_logs, launch, leader_check, list_runs, redact, start_ticks
 from jobs_util import wait_for
 
 
@@ -47,7 +48,7 @@ def _supervisor(run_dir: Path) -> subprocess.Popen:
 
 def _forge(run_dir: Path, **status) -> Job:
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "status.json", dict(state="running", launch_host=socket.gethostname(), **status))
+    atomic_write_json(run_dir / "status.json", {"state": "running", "launch_host": socket.gethostname(), **status})
     return Job.attach(run_dir)
 
 
@@ -186,3 +187,107 @@ def test_runs_lists_every_run_however_broken(tmp_path):
     for name in ("listed", "number", "binary", "empty", "text", "folder"):
         assert table.loc[name, "state"] == "unreadable" and "status.json" in table.loc[name, "error"], table.loc[name]
     assert "4 unreadable metrics lines skipped" in repr(Job(tmp_path / "good"))
+
+
+def test_the_start_is_proven_in_clock_ticks_where_recorded(tmp_path, bystander):
+    """The leader's start in clock ticks since boot is compared exactly: a wall clock stepped since the launch (leader_started
+    an hour off) does not refuse our own supervisor, and a process whose ticks differ is refused whatever leader_started says."""
+    run = tmp_path / "run"
+    supervisor = _supervisor(run)
+    try:
+        job = _forge(run, pgid=supervisor.pid, leader_started=_started(supervisor) + 3600,
+                     leader_start_ticks=start_ticks(supervisor.pid))
+        assert job.alive()
+    finally:
+        os.killpg(supervisor.pid, signal.SIGKILL); supervisor.wait()
+    job = _forge(tmp_path / "forged", pgid=bystander.pid, leader_started=_started(bystander),
+                 leader_start_ticks=start_ticks(bystander.pid) - 1)
+    _refused(job, bystander, "its number was reused")
+
+
+def test_kill_checks_the_group_again_before_signalling(tmp_path, monkeypatch):
+    """pdsh runs up to a minute: a group that ended meanwhile (its number free for another) gets no signal, and a node pdsh
+    did not reach (exit 255) is named."""
+    run = tmp_path / "run"
+    supervisor = _supervisor(run)
+    (tmp_path / "bin").mkdir()
+    pdsh = tmp_path / "bin" / "pdsh"  # ends the job's group, as the kill on the nodes does, then fails to reach nodeB
+    pdsh.write_text(f"#!/bin/sh\nkill -KILL -{supervisor.pid}\n"  # and waits until its leader has ended (a zombie of ours)
+                    f"while ! grep -q '^State:.*Z' /proc/{supervisor.pid}/status; do sleep 0.05; done\n"
+                    "echo 'nodeB: ssh: connect to host nodeB: refused' >&2\nexit 255\n")
+    pdsh.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    sent = []
+    monkeypatch.setattr(os, "killpg", lambda *a: sent.append(a))
+    try:
+        job = _forge(run, pgid=supervisor.pid, leader_started=_started(supervisor), launcher="pdsh")
+        (run / "hostfile").write_text("nodeA slots=1\nnodeB slots=1\n")
+        assert job.alive()
+        with pytest.raises(RuntimeError, match=r"exited with code 255, so nodeB may not have been reached"):
+            job.kill()
+        assert sent == [], "a signal went to a group whose leader had ended"
+    finally:
+        monkeypatch.undo()
+        if supervisor.poll() is None: os.killpg(supervisor.pid, signal.SIGKILL)
+        supervisor.wait()
+
+
+def test_a_future_heartbeat_keeps_nothing_alive(tmp_path):
+    "A run followed from another host is alive while its heartbeat is recent, never for one forged as Infinity or years ahead."
+    for updated, alive in [(time.time(), True), (float("inf"), False), (time.time() + 10 * 365 * 86400, False), (float("nan"), False)]:
+        job = _forge(tmp_path / "run", launch_host="elsewhere", updated_at=updated)
+        assert job.alive() == alive, updated
+
+
+def test_no_request_is_written_through_a_linked_control_folder(tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "stop").write_text("the user's own file\n")
+    job = _forge(tmp_path / "run", launch_host="elsewhere", updated_at=time.time())
+    (job.run_dir / "control").symlink_to(victim)
+    with pytest.raises(RuntimeError, match="control is a symbolic link"):
+        job.stop(wait=False)
+    assert (victim / "stop").read_text() == "the user's own file\n" and sorted(os.listdir(victim)) == ["stop"]
+
+
+def test_launch_refuses_an_existing_folder_with_links(tmp_path):
+    """An existing run directory without config.json is checked too: its logs/ links elsewhere, and the file there is the user's."""
+    from jobs_util import tiny_config
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "launcher.log").write_text("precious\n")
+    (victim / "launcher.log").chmod(0o644)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "logs").symlink_to(victim)
+    with pytest.raises(UntrustedRunDirError, match="logs is a symbolic link"):
+        launch(tiny_config(max_steps=4), run_dir=tmp_path / "run")
+    assert (victim / "launcher.log").read_text() == "precious\n" and (victim / "launcher.log").stat().st_mode & 0o777 == 0o644
+    assert sorted(os.listdir(tmp_path / "run")) == ["logs"]
+    with pytest.raises(ValueError, match="control character"):
+        launch(tiny_config(max_steps=4), run_dir=tmp_path / "a\nb")
+
+
+def test_fifos_and_dangling_links_neither_hang_nor_crash(tmp_path):
+    "A FIFO status.json or log, a link to /dev/zero, a dangling log link: read as unreadable or skipped, at once."
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / "status.json")
+    assert Job(fifo).status()["state"] == "unreadable"
+    (tmp_path / "zero").mkdir()
+    (tmp_path / "zero" / "status.json").symlink_to("/dev/zero")
+    assert Job(tmp_path / "zero").status()["state"] == "unreadable"
+    logs = _forge(tmp_path / "logs", pgid=None).run_dir / "logs"
+    logs.mkdir()
+    (logs / "a.log").symlink_to(tmp_path / "nonexistent")
+    os.mkfifo(logs / "b.log")
+    os.mkfifo(logs.parent / "metrics.jsonl")
+    (logs / "c_rank0.log").write_text("RuntimeError: could not fetch https://alice:S3cret@host/x token hf_abcdefghijklmnopqrstuvwxyz01\n")
+    job = Job(logs.parent)
+    assert cause_from_logs(job.run_dir) == "RuntimeError: could not fetch https://***@host/x token ***"
+    assert job.tail().startswith("RuntimeError") and "Job(" in repr(job)
+    assert set(list_runs(tmp_path)["state"]) == {"unreadable", "failed"}
+
+
+def test_redact_hides_secrets_in_export_lists():
+    line = "srun --export=ALL,WANDB_API_KEY=abc123,HF_AUTH=zzz,HF_HUB_PASS=p,SLACK_WEBHOOK=w,MASTER_PORT=29500 python"
+    assert redact(line) == "srun --export=ALL,WANDB_API_KEY=***,HF_AUTH=***,HF_HUB_PASS=***,SLACK_WEBHOOK=***,MASTER_PORT=29500 python"
