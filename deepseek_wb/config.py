@@ -153,9 +153,10 @@ class RunConfig(Section):
     @field_validator("name")
     @classmethod
     def _name_is_one_folder(cls, v):
-        if not v.strip() or "/" in v or "\\" in v or ".." in v or any(ord(ch) < 32 for ch in v):
-            raise FieldError("a run name becomes a folder name under output_root: it cannot be empty or hold '/', '\\', "
-                             "'..' or control characters", "use letters, digits, '-' and '_', e.g. name: tiny-cpu")
+        if not re.fullmatch(r"[\w.-]+", v) or ".." in v:  # a folder name, and a word no shell reads twice
+            raise FieldError("a run name becomes a folder under output_root and a word in the launcher's commands: one word "
+                             "of letters, digits, '.', '-' and '_', not empty, with no space, '/', '\\', '..', control or "
+                             "shell character", "e.g. name: tiny-cpu")
         if len(v.encode()) > 200:
             raise FieldError(f"a run name of {len(v.encode())} bytes makes a folder name too long for the file system",
                              "use at most 200 bytes (the run id adds 21)")

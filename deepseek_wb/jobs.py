@@ -11,6 +11,7 @@ import glob
 import json
 import math
 import os
+import pwd
 import re
 import shlex
 import shutil
@@ -228,7 +229,7 @@ def _unreached(cmd: list[str], done: subprocess.CompletedProcess) -> str:
     if done.returncode in (0, 1): return ""
     hosts = cmd[cmd.index("-w") + 1].split(",")
     said = done.stderr.decode(errors="replace")
-    failed = [h for h in hosts if re.search(rf"^{re.escape(h)}: ", said, re.M)] or hosts
+    failed = [h for h in hosts if re.search(rf"^pdsh@[^:]*: {re.escape(h)}: ", said, re.M)] or hosts  # pdsh's own word on a node
     return f"pdsh exited with code {done.returncode}, so {', '.join(failed)} may not have been reached: {redact(said.strip())[-300:]}"
 
 @dataclass
@@ -320,7 +321,9 @@ class Job:
         if links := link_problems(self.run_dir):  # a linked control/ would have us write into someone's folder
             raise RuntimeError(f"{self.run_dir}: no {name} request left, and nothing was sent: {'; '.join(links[:3])}. "
                                f"Remove the links, or end the job by hand (ps -eo pid,pgid,args)")
-        self.paths.control.mkdir(parents=True, exist_ok=True)
+        self.paths.control.mkdir(mode=0o700, exist_ok=True)
+        try: self.paths.control.chmod(self.paths.control.stat().st_mode & ~0o022)  # whatever the umask: a resume checks it
+        except PermissionError: pass  # not ours: the job's own check will say so
         return atomic_write(self.paths.control/name, f"{time.time()}\n")
 
     def _group(self, s: dict) -> int | None:
@@ -403,9 +406,6 @@ def launch(config: RunConfig | str | Path | None, *overrides, run_dir: str | Pat
            runner_args: list[str] = (), env: dict | None = None, **values) -> Job:
     "Start training `config` as a background DeepSpeed job with `procs` processes; return its Job at once (an existing `run_dir` resumes)."
     run_dir = Path(run_dir) if run_dir else None
-    if run_dir is not None and re.search(r"[\x00-\x1f\x7f]", str(run_dir)):
-        raise ValueError(f"run_dir {str(run_dir)!r} holds a control character (a newline, a tab, ...): "
-                         "the kill command and the logs could not name it; choose a plain path")
     over_ssh = bool(hostfile) and not no_ssh  # node 0's launcher starts every node's ranks (pdsh, MPI, SLURM)
     if over_ssh and launcher not in LAUNCHERS:
         raise ValueError(f"launcher '{launcher}' is not one of DeepSpeed's: {', '.join(LAUNCHERS)}")
@@ -434,13 +434,16 @@ def launch(config: RunConfig | str | Path | None, *overrides, run_dir: str | Pat
         raise ConfigError([Problem("data.source", f"{cfg.data.source} does not exist", "give an existing file or folder, or 'demo'")], "launch")
     ds_config = cfg.to_deepspeed()
     run = RunPaths((run_dir or Path(cfg.output_root)/new_run_id(cfg.name)).resolve())
+    _check_paths(run.root, hostfile, over_ssh)
     environment = job_env(max(hosts.values()), env)
     cmd = launcher_command(run, procs, master_port or free_port(), hostfile, no_ssh, node_rank, master_addr,
                            launcher, ssh_port, runner_args)
     # Everything is checked: only now is the run directory written.
-    fresh = not run.root.exists()
-    run.logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fresh = not os.path.lexists(run.root)
+    if fresh: run.root.mkdir(parents=True)  # not exist_ok: a folder someone made meanwhile is not taken for ours
+    run.logs.mkdir(mode=0o700, exist_ok=True)
     if fresh: run.root.chmod(run.root.stat().st_mode & ~0o022)  # writable by us alone whatever the umask: resuming checks it
+    check_trusted(run.root)  # again, now that it exists: nobody else's, no links, before a file is written
     run.logs.chmod(0o700)  # the launcher's log shows the exports sent to the nodes: the owner's eyes only
     if not joining:
         atomic_write_json(run.config, cfg.model_dump(mode="json"))
@@ -477,6 +480,17 @@ def _umask() -> int:
     return int(m[1], 8) if m else 0o022
 
 # %% ../nbs/30_jobs.ipynb #cfedd4ea
+def _check_paths(root: Path, hostfile: str | None, over_ssh: bool):
+    "Refuse paths the launcher cannot pass on safely: control characters always; over ssh, anything a remote shell would read."
+    for what, p in (("the run directory", root), ("the hostfile", hostfile)):
+        if p is None: continue
+        s = str(Path(p).resolve())
+        if re.search(r"[\x00-\x1f\x7f]", s):
+            raise ValueError(f"{what} {s!r} holds a control character (a newline, a tab, ...): choose a plain path")
+        if over_ssh and re.search(r"[^\w@%+=:,./-]", s):  # DeepSpeed's pdsh runner hands it to every node's shell unquoted
+            raise ValueError(f"{what} {s!r} holds characters a remote shell would read (a space, a quote, $, ;, ...): "
+                             "over ssh choose a path of letters, digits and - _ . / only")
+
 def _port(p) -> bool: return isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536
 
 def _checked(config: RunConfig | dict | str | Path, overrides, values: dict, hardware, source: str = "launch") -> RunConfig:
@@ -518,7 +532,7 @@ def _teardown(root: Path, hosts: list[str], ssh_port: int | None, ssh_args: str)
     "The pdsh command that SIGKILLs run `root`'s DeepSpeed launch and ranks on `hosts` (the user's own only), and the environment it needs."
     pattern = rf"-m [d]eeps(eek_wb\.train|peed\.launcher\.launch) .*--run-dir {re.escape(str(root))}$"  # [d]: not pkill's own shell
     ssh_args = ssh_args + (f" -p {ssh_port}" if ssh_port else "")
-    return (["pdsh", "-S", "-w", ",".join(hosts), f'pkill -KILL -u "$(id -u)" -f -- {shlex.quote(pattern)}'],
+    return (["pdsh", "-S", "-w", ",".join(hosts), f"pkill -KILL -u {shlex.quote(pwd.getpwuid(os.getuid()).pw_name)} -f -- {shlex.quote(pattern)}"],
             dict(PDSH_RCMD_TYPE="ssh", PDSH_SSH_ARGS_APPEND=ssh_args.strip()))
 
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")  # nothing pdsh or a shell would read as more

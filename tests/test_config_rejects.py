@@ -68,7 +68,9 @@ BAD = [
     ("run name '..'", dict(name=".."), "name", "'..'"),
     ("empty run name", dict(name=""), "name", "empty"),
     ("blank run name", dict(name="   "), "name", "empty"),
-    ("run name with a newline", dict(name="a\nb"), "name", "control characters"),
+    ("run name with a newline", dict(name="a\nb"), "name", "control"),
+    ("run name a remote shell would run", dict(name="x;touch${IFS}PWNED;#"), "name", "shell character"),
+    ("run name with a space", dict(name="my run"), "name", "no space"),
     ("run name too long for a folder", dict(name="x" * 250), "name", "200 bytes"),
     ("output_root with a NUL", dict(output_root="runs\0x"), "output_root", "NUL"),
     # the deepspeed extras: no paths for DeepSpeed, no metrics sent away, no other checkpoint loading

@@ -214,7 +214,7 @@ def test_kill_checks_the_group_again_before_signalling(tmp_path, monkeypatch):
     pdsh = tmp_path / "bin" / "pdsh"  # ends the job's group, as the kill on the nodes does, then fails to reach nodeB
     pdsh.write_text(f"#!/bin/sh\nkill -KILL -{supervisor.pid}\n"  # and waits until its leader has ended (a zombie of ours)
                     f"while ! grep -q '^State:.*Z' /proc/{supervisor.pid}/status; do sleep 0.05; done\n"
-                    "echo 'nodeB: ssh: connect to host nodeB: refused' >&2\nexit 255\n")
+                    "echo 'nodeB: ssh: connect to host nodeB port 22: Connection refused' >&2\necho 'pdsh@node0: nodeB: ssh exited with exit code 255' >&2\nexit 255\n")
     pdsh.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     sent = []
