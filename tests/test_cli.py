@@ -1,5 +1,6 @@
 """The installed `deepseek-wb` command, run as a user runs it."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import sys
 import pytest
 
 EXE = shutil.which("deepseek-wb") or pytest.skip("deepseek-wb is not installed", allow_module_level=True)
+EXE = os.path.abspath(EXE)  # `make test` puts .venv/bin on PATH as a relative path; some tests run in another folder
 
 
 def run(*args, cwd=None):
