@@ -154,7 +154,7 @@ class RunConfig(Section):
     @classmethod
     def _name_is_one_folder(cls, v):
         if not re.fullmatch(r"[\w.-]+", v) or ".." in v:  # a folder name, and a word no shell reads twice
-            raise FieldError("a run name becomes a folder under output_root and a word in the launcher's commands: one word "
+            raise FieldError("a run name becomes a folder name under output_root and a word in the launcher's commands: one word "
                              "of letters, digits, '.', '-' and '_', not empty, with no space, '/', '\\', '..', control or "
                              "shell character", "e.g. name: tiny-cpu")
         if len(v.encode()) > 200:
