@@ -217,6 +217,16 @@ def _killpg(run_dir: str | Path, status: dict, sig: int) -> bool:
     except (ProcessLookupError, PermissionError): return False
     return True
 
+def _wait_gone(pgid: int, timeout: float = 30):
+    "Wait until no live process is left in group `pgid`, which was just sent SIGKILL (dying takes a moment); sends nothing."
+    def members():
+        for p in psutil.process_iter(["status"]):
+            try:
+                if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE: yield p.pid
+            except (ProcessLookupError, PermissionError, psutil.Error): continue
+    deadline = time.monotonic() + timeout
+    while next(members(), None) is not None and time.monotonic() < deadline: time.sleep(0.05)
+
 # %% ../nbs/30_jobs.ipynb #9e686fd6
 STATUS_LIMIT = 1_000_000  # bytes: a status.json we write is a few hundred
 
@@ -366,7 +376,7 @@ class Job:
                 try: done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, timeout=60)
                 except (OSError, subprocess.TimeoutExpired) as e: unreached = f"pdsh failed: {e}"
                 else: unreached = _unreached(cmd, done)
-        _killpg(self.run_dir, s, signal.SIGKILL)  # the launcher too, before its own SIGTERM handler pkills every DeepSpeed job on the nodes
+        if _killpg(self.run_dir, s, signal.SIGKILL): _wait_gone(pgid)  # the launcher too, before its own SIGTERM handler pkills every DeepSpeed job on the nodes
         final = self.wait(timeout=30)
         if unreached: raise RuntimeError(f"{self.run_dir}: its processes here are killed, its ranks on the other nodes maybe "
                                          f"not ({unreached}): kill them there")
