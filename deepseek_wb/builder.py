@@ -85,7 +85,9 @@ def render_plan(cfg: RunConfig | None, gpu_memory_gb: float) -> str:
     r = p["rows"][0]
     verdict = "fits" if r["fits"] else "<b style='color:#cf222e'>does not fit</b>"
     best = plan_for(cfg, gpu_memory_gb=gpu_memory_gb)["recommendation"]["text"]
-    return (f"<div><b>{p['params']/1e6:,.1f}M parameters</b> ({p['trainable_params']/1e6:,.2f}M trained). "
+    moe = (f", a mixture of {p['experts']} experts ({p['experts_per_token']} per token): {p['active_params']/1e6:,.1f}M active per "
+           "token, memory planned on all of them" if "active_params" in p else "")
+    return (f"<div><b>{p['params']/1e6:,.1f}M parameters</b> ({p['trainable_params']/1e6:,.2f}M trained{moe}). "
             f"Per GPU: {r['gpu_total_gb']} GiB = model states {r['model_states_gb']} + activations {r['activations_gb']} "
             f"→ {verdict} in {gpu_memory_gb:g} GiB" + (f"; CPU per node for offload: {r['cpu_per_node_gb']} GiB" if r['cpu_per_node_gb'] else "")
             + f".<br>Smallest setup for this model: {html.escape(best)}.</div>")

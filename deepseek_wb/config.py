@@ -28,13 +28,19 @@ from .core import atomic_write
 from .env import Hardware, plan_hardware, quiet_deepspeed
 
 # %% auto #0
-__all__ = ['DEEPSPEED_KEYS', 'MAX_CONFIG_BYTES', 'MAX_CONFIG_DEPTH', 'FieldError', 'Section', 'DataConfig', 'ModelConfig',
-           'LoraConfig', 'PromptConfig', 'OptimizerConfig', 'ScheduleConfig', 'FP16Config', 'ZeroConfig', 'RunConfig',
-           'deepspeed_parse', 'build_scheduler', 'Problem', 'ConfigError', 'check', 'ConfigLoader', 'parse_value',
-           'apply_overrides', 'read_yaml_file', 'read_config_file', 'check_file', 'CustomCodeRefused', 'no_custom_code',
-           'hf_config', 'plan_for']
+__all__ = ['HUB_ID', 'MODEL_FILES', 'REFUSED_OVERRIDES', 'DEEPSPEED_KEYS', 'MAX_CONFIG_BYTES', 'MAX_CONFIG_DEPTH', 'FieldError',
+           'Section', 'SourceConfig', 'DataConfig', 'ModelConfig', 'LoraConfig', 'PromptConfig', 'OptimizerConfig',
+           'ScheduleConfig', 'FP16Config', 'ZeroConfig', 'RunConfig', 'CustomCodeRefused', 'no_custom_code',
+           'ModelNotCached', 'is_hub_id', 'hub_offline', 'model_dir', 'config_fields', 'override_problems', 'hf_config',
+           'config_class', 'moe_shape', 'plan_for', 'deepspeed_parse', 'build_scheduler', 'Problem', 'ConfigError',
+           'check', 'ConfigLoader', 'parse_value', 'apply_overrides', 'read_yaml_file', 'read_config_file',
+           'check_file']
 
 # %% ../nbs/02_config.ipynb #f245918f
+def _transformers_version() -> str:
+    from importlib.metadata import version
+    return version("transformers")
+
 class FieldError(ValueError):
     "A field's value is wrong, and `fix` says what to do; a validator raises it and `check` makes it a Problem."
     def __init__(self, message: str, fix: str = ""):
@@ -45,38 +51,67 @@ class Section(BaseModel):
     "A config section: unknown keys are errors, assignments are validated, and no number is inf or nan."
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
+class SourceConfig(Section):
+    "One of several training sources, mixed by weight."
+    source: str                     # "demo", or a file or folder as for data.source
+    weight: float = Field(1.0, gt=0, allow_inf_nan=False)  # its share of the training rows is weight / sum of weights
+
 class DataConfig(Section):
-    "Where the training text comes from and how it is cut into sequences."
+    "Where the training text comes from, what form its records take and how they are cut into sequences."
     source: str = "demo"            # "demo" (the embedded corpus) or a file or folder: jsonl, csv, parquet, txt, arrow
+    sources: Optional[list[SourceConfig]] = None  # several sources mixed by weight, instead of `source`
+    eval_source: Optional[str] = None  # a separate evaluation set (then eval_fraction is not used)
+    format: Literal["auto", "text", "prompt_response", "messages"] = "auto"  # the records' form; auto: detected from the columns
     text_column: str = "text"       # the column holding the text
     label_column: Optional[str] = None  # the column holding labels (classification)
+    prompt_column: str = "prompt"   # prompt/response records: the user's turn ...
+    response_column: str = "response"  # ... and the reply to learn
+    system_column: Optional[str] = None  # prompt/response records: an optional system prompt
+    messages_column: str = "messages"  # chat records: a list of {role, content} turns
+    chat_template: Optional[Literal["chatml", "deepseek"]] = None  # default: the tokenizer's own template, else chatml
+    assistant_only_loss: bool = True  # chat records: the loss counts only the assistant's replies
+    overlong: Literal["drop", "truncate"] = "drop"  # a chat record longer than max_length
     max_length: int = Field(128, ge=8, le=131_072)  # tokens per sequence
-    packing: bool = True            # concatenate and cut into full sequences (causal LM) instead of padding
+    packing: bool = True            # several examples per sequence (each with its own positions) instead of padding
     eval_fraction: float = Field(0.05, ge=0, lt=1)  # share of rows held out for evaluation
     limit: Optional[int] = Field(None, ge=1)  # use only the first N rows (smoke runs)
     clean: Optional[list[dict]] = None  # cleaning rules applied before tokenizing, e.g. [{rule: html}, {rule: near_dedup}]
 
 class ModelConfig(Section):
-    "The model: built from these dimensions, or loaded from a local Hugging Face directory (`path`)."
-    family: Literal["gpt2", "bert", "llama"] = "gpt2"
+    "The model: built from these dimensions, or loaded from `path` (a local Hugging Face directory or a Hub id)."
+    family: str = "gpt2"            # any transformers model_type: gpt2, bert, llama, qwen2, qwen3, mistral, deepseek_v3, ...
     task: Literal["causal_lm", "masked_lm", "classification"] = "causal_lm"
-    path: Optional[str] = None      # a local model directory; when set, the dimensions below are read from it
-    tokenizer_path: Optional[str] = None  # a local tokenizer directory; default: train one on the data
+    path: Optional[str] = None      # a local model directory or a Hub id (org/name); when set, the dimensions below are read from it
+    revision: Optional[str] = None  # the Hub revision (branch, tag or commit) of a Hub id; default: main
+    offline: bool = False           # never reach the Hub: a Hub id must be in the Hugging Face cache already (as HF_HUB_OFFLINE=1)
+    tokenizer_path: Optional[str] = None  # a local tokenizer directory; default: the model's own, else one trained on the data
     hidden_size: int = Field(128, ge=8)
     num_layers: int = Field(2, ge=1)
     num_heads: int = Field(4, ge=1)
-    intermediate_size: Optional[int] = Field(None, ge=1)  # default: 4 x hidden_size (gpt2, bert), 8/3 x (llama)
+    intermediate_size: Optional[int] = Field(None, ge=1)  # default: 4 x hidden_size (gpt2, bert), 8/3 x (the others)
     vocab_size: int = Field(4096, ge=32)
     max_position: int = Field(512, ge=8)
     dropout: float = Field(0.1, ge=0, lt=1)
     num_labels: int = Field(2, ge=2)  # classification only
+    config_overrides: dict = Field(default_factory=dict)  # further fields of the Hugging Face config, e.g. {num_key_value_heads: 2}
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, v):
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+        if v not in CONFIG_MAPPING_NAMES:
+            close = difflib.get_close_matches(v, list(CONFIG_MAPPING_NAMES), n=3, cutoff=0.6)
+            raise FieldError(f"{v!r} is not a model type transformers {_transformers_version()} knows",
+                             f"did you mean {' or '.join(map(repr, close))}?" if close else
+                             "use a model_type such as gpt2, bert, llama, qwen2, qwen3, mistral or deepseek_v3")
+        return v
 
 class LoraConfig(Section):
     "LoRA adapters (mode: lora)."
     r: int = Field(8, ge=1, le=1024)
     alpha: int = Field(16, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: Optional[list[str]] = None  # default: the attention projections of the family
+    target_modules: Optional[list[str]] = None  # default: every linear layer of attention and MLP (not the output head)
 
 class PromptConfig(Section):
     "Prompt tuning (mode: prompt)."
@@ -172,6 +207,145 @@ class RunConfig(Section):
     def effective_batch_size(self) -> int:
         "Sequences per optimizer step over all processes."
         return self.micro_batch_size * self.gradient_accumulation_steps * self.world_size
+
+# %% ../nbs/02_config.ipynb #aedac464
+class CustomCodeRefused(ValueError):
+    "A model or tokenizer folder that asks to run Python code of its own (`auto_map`): nothing of it is run."
+
+@contextlib.contextmanager
+def no_custom_code(path, what: str = "model"):
+    "Around `from_pretrained(path, trust_remote_code=False)`: transformers' refusal of the folder's own code becomes a CustomCodeRefused."
+    try: yield
+    except ValueError as e:
+        if "trust_remote_code" not in str(e): raise
+        names = "config.json's model_type" if what == "model" else "tokenizer_config.json's tokenizer_class"
+        raise CustomCodeRefused(f"{path}: this {what} asks to run Python code from its folder (auto_map in its config); "
+                                "deepseek-wb never runs code from a model or tokenizer folder, and nothing of it was run. "
+                                f"Use a folder saved from a class that transformers ships (named by {names})") from None
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")  # org/name: a bare name could be a folder
+MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.tiktoken", "*.txt", "*.jinja"]  # weights as safetensors, no pickles, no code
+
+class ModelNotCached(FileNotFoundError):
+    "A Hub model that is not in the Hugging Face cache while the Hub may not be reached."
+
+def is_hub_id(path: str | None) -> bool:
+    "Whether `path` names a Hub model (org/name) rather than a local directory."
+    return bool(path) and not Path(path).exists() and HUB_ID.fullmatch(path) is not None and ".." not in path
+
+def hub_offline(m: ModelConfig) -> bool:
+    "Whether the Hub is off limits: `model.offline`, or HF_HUB_OFFLINE set in the environment."
+    return m.offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+def model_dir(m: ModelConfig, download: bool = False) -> str:
+    "`m.path` as a local directory: itself, or the Hub id's snapshot in the Hugging Face cache (fetched first when `download`)."
+    if not is_hub_id(m.path): return m.path
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    offline = hub_offline(m) or not download
+    try: return snapshot_download(m.path, revision=m.revision, allow_patterns=MODEL_FILES, local_files_only=offline)
+    except LocalEntryNotFoundError:
+        why = "the Hub may not be reached (model.offline or HF_HUB_OFFLINE)" if hub_offline(m) else "it has not been fetched yet"
+        raise ModelNotCached(f"model.path: {m.path}{'@' + m.revision if m.revision else ''} is not in the Hugging Face cache "
+                             f"({constants.HF_HUB_CACHE}) and {why}. Fetch it on a machine that is online: "
+                             f"hf download {m.path}{' --revision ' + m.revision if m.revision else ''} --include "
+                             f"{' '.join(repr(p) for p in MODEL_FILES)} (with HF_HUB_CACHE pointing at the cache the job uses)") from None
+
+def config_fields(cls) -> set[str]:
+    "The fields Hugging Face config class `cls` takes: its own, the common ones, and the standard names it maps."
+    import dataclasses, inspect
+    own = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else \
+        set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+    return own | set(getattr(cls, "attribute_map", {}))
+
+REFUSED_OVERRIDES = {"auto_map": "names Python code for transformers to run", "model_type": "is model.family",
+                     "architectures": "names the model class: model.task chooses it", "transformers_version": "is written by transformers"}
+
+def override_problems(cls, overrides: dict) -> list[tuple[str, str, str]]:
+    "(field, what is wrong, what to do) for each of `overrides` that is not a field of config class `cls`."
+    out, fields = [], config_fields(cls) - set(REFUSED_OVERRIDES)
+    for key in overrides:
+        where = f"model.config_overrides.{key}"
+        if key in REFUSED_OVERRIDES: out.append((where, f"{key} {REFUSED_OVERRIDES[key]}", "remove it"))
+        elif key.startswith("_") or key not in fields:
+            close = difflib.get_close_matches(key, sorted(fields), n=1, cutoff=0.6)
+            out.append((where, f"{cls.__name__} has no field {key!r}",
+                        f"did you mean '{close[0]}'?" if close else f"see {cls.__name__}'s fields (transformers docs)"))
+    return out
+
+_DROPOUTS = {"gpt2": lambda d: dict(resid_pdrop=d, embd_pdrop=d, attn_pdrop=d),  # families whose dropouts have other names
+             "bert": lambda d: dict(hidden_dropout_prob=d, attention_probs_dropout_prob=d)}
+
+def _shape_kwargs(m: ModelConfig, cls) -> dict:
+    inter = m.intermediate_size or (4 * m.hidden_size if m.family in ("gpt2", "bert") else int(8 * m.hidden_size / 3))
+    wanted = dict(hidden_size=m.hidden_size, num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads,
+                  intermediate_size=inter, vocab_size=m.vocab_size, max_position_embeddings=m.max_position,
+                  attention_dropout=m.dropout, num_labels=m.num_labels, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    if m.family == "gpt2": wanted["n_inner"] = inter  # GPT-2 names it so, and maps no standard name onto it
+    fields = config_fields(cls) | {"num_labels", "n_inner"}  # num_labels is every config's (a property)
+    return {k: v for k, v in wanted.items() if k in fields}
+
+def hf_config(m: ModelConfig):
+    "The Hugging Face config for model section `m` with its overrides (read from `m.path` when set, never running code from it)."
+    import transformers
+    if m.path is not None:
+        hub = is_hub_id(m.path)  # from the cache when it is there or must be; else config.json alone is fetched
+        where = model_dir(m) if hub and (hub_offline(m) or _cached(m)) else m.path
+        with no_custom_code(m.path):
+            hf = transformers.AutoConfig.from_pretrained(where, revision=m.revision if where == m.path and hub else None,
+                                                         trust_remote_code=False)
+        for k, v in m.config_overrides.items(): setattr(hf, k, v)
+        return hf
+    cls = config_class(m.family)
+    return cls(**{**_shape_kwargs(m, cls), **_DROPOUTS.get(m.family, lambda d: {})(m.dropout), **m.config_overrides})
+
+def _cached(m: ModelConfig) -> bool:
+    try: model_dir(m); return True
+    except ModelNotCached: return False
+
+def config_class(family: str):
+    "The Hugging Face config class of model type `family`."
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    return CONFIG_MAPPING[family]
+
+@functools.lru_cache(maxsize=64)
+def _shape_of(model_json: str) -> dict:
+    import torch, transformers
+    m = ModelConfig.model_validate_json(model_json)
+    hf = hf_config(m)
+    with torch.device("meta"):
+        model = transformers.AutoModelForMaskedLM.from_config(hf) if m.task == "masked_lm" \
+            else transformers.AutoModelForCausalLM.from_config(hf)
+    params = sum(dict((id(p), p.numel()) for p in model.parameters()).values())
+    layers = [sum(p.numel() for p in mod.parameters()) for mod in model.modules()
+              if mod.__class__.__name__.endswith(("Block", "Layer", "DecoderLayer"))]
+    emb = model.get_input_embeddings().weight.numel()
+    text = hf.get_text_config() if hasattr(hf, "get_text_config") else hf
+    return dict(params=params, hidden_size=text.hidden_size, num_layers=text.num_hidden_layers,
+                num_heads=text.num_attention_heads, vocab_size=text.vocab_size, largest_layer=max(layers + [emb]),
+                **moe_shape(model, text))
+
+def moe_shape(model, hf) -> dict:
+    "For a mixture-of-experts model: its routed-expert parameters, experts per layer, experts per token and active parameters."
+    blocks = [m for m in model.modules() if hasattr(m, "experts") and hasattr(m, "gate")]
+    if not blocks: return {}
+    routed = sum(p.numel() for b in blocks for p in b.experts.parameters())
+    n = getattr(blocks[0].experts, "num_experts", None) or len(list(blocks[0].experts.children())) or 1
+    k = getattr(hf, "num_experts_per_tok", None) or getattr(blocks[0].gate, "top_k", None) or 1
+    total = sum(dict((id(p), p.numel()) for p in model.parameters()).values())
+    return dict(moe_layers=len(blocks), experts=n, experts_per_token=k, routed_params=routed,
+                active_params=total - round(routed * (1 - k / n)))
+
+@patch
+def shape(self: ModelConfig) -> dict:
+    "Parameter count and dimensions of this model (built on the meta device, so exact and free)."
+    return dict(_shape_of(self.model_dump_json()))
+
+def plan_for(c: RunConfig, gpu_memory_gb: float = 80, gpus_per_node: int = 8, **kw) -> dict:
+    "The hardware plan for run config `c` with its own ZeRO stage and offload choices."
+    return plan_hardware(c.model, mode=c.mode, precision=c.precision, gpu_memory_gb=gpu_memory_gb, gpus_per_node=gpus_per_node,
+                         seq_len=c.data.max_length, micro_batch=c.micro_batch_size,
+                         gradient_checkpointing=c.gradient_checkpointing, **kw)
 
 # %% ../nbs/02_config.ipynb #cc370b20
 _CHECKPOINTS = "remove it: the workbench saves and loads checkpoints itself, reading only plain data"
@@ -406,25 +580,49 @@ def _zero_problems(c: RunConfig) -> list[Problem]:
                            "warning"))
     return out
 
+_TASK_MAPS = {"causal_lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "masked_lm": "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
+              "classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"}
+
+def _task_families(task: str) -> set[str]:
+    from transformers.models.auto import modeling_auto
+    return set(getattr(modeling_auto, _TASK_MAPS[task]))
+
+def _hf_problems(m) -> tuple[object | None, list[Problem]]:
+    "The model's Hugging Face config, or the problems of its path and overrides (read before launch, no code run)."
+    if m.path is not None and not Path(m.path).is_dir() and not is_hub_id(m.path):
+        return None, [Problem("model.path", f"no such model directory: {m.path}", "give a local directory holding config.json "
+                              "(save one with model.save_pretrained), or a Hub id such as Qwen/Qwen2.5-0.5B-Instruct")]
+    if m.path is None and (bad := override_problems(config_class(m.family), m.config_overrides)):
+        return None, [Problem(*p) for p in bad]
+    try: hf = hf_config(m)  # config.json alone: a folder that holds no model, or asks to run its own code, is refused
+    except ModelNotCached as e: return None, [Problem("model.path", str(e).removeprefix("model.path: "), "fetch it first")]
+    except (OSError, ValueError, TypeError) as e:
+        field = "model.path" if m.path is not None else "model.config_overrides"
+        fix = ("give a local directory saved with model.save_pretrained or a Hub id, of a model type transformers ships"
+               if m.path is not None else "correct the value transformers names")
+        return None, [Problem(field, str(e).strip().splitlines()[0], fix)]
+    if m.path is not None and (bad := override_problems(type(hf), m.config_overrides)): return None, [Problem(*p) for p in bad]
+    if is_hub_id(m.path) and _cached(m) and not any(Path(model_dir(m)).glob("*.safetensors")):
+        return None, [Problem("model.path", f"{m.path} has no safetensors weights in the Hugging Face cache (pickled weights are "
+                              "never loaded: unpickling runs code)", f"fetch its *.safetensors files: hf download {m.path} "
+                              "--include '*.safetensors', or use a model published as safetensors")]
+    return hf, []
+
 def _model_problems(c: RunConfig) -> list[Problem]:
-    out, m = [], c.model
-    if m.path is not None and not Path(m.path).is_dir():
-        out.append(Problem("model.path", f"no such model directory: {m.path}",
-                           "give a local directory holding config.json (save one with model.save_pretrained)"))
-    elif m.path is not None:
-        try: hf_config(m)  # config.json alone: a folder that holds no model, or asks to run its own code, is refused before launch
-        except (OSError, ValueError) as e:
-            out.append(Problem("model.path", str(e).strip().splitlines()[0],
-                               "give a local directory saved with model.save_pretrained, of a model type transformers ships"))
+    m = c.model
+    hf, out = _hf_problems(m)
     if m.tokenizer_path is not None and not Path(m.tokenizer_path).is_dir():
         out.append(Problem("model.tokenizer_path", f"no such tokenizer directory: {m.tokenizer_path}",
                            "give a local directory saved with tokenizer.save_pretrained, or leave it unset to train one"))
     if m.path is None and m.hidden_size % m.num_heads:
         out.append(Problem("model.num_heads", f"hidden_size {m.hidden_size} is not divisible by num_heads {m.num_heads}",
                            f"use num_heads in {[h for h in (1, 2, 4, 8, 12, 16, 32) if m.hidden_size % h == 0]}"))
-    if m.task == "masked_lm" and m.family != "bert":
-        out.append(Problem("model.task", f"masked_lm needs a bidirectional model; {m.family} is causal",
-                           "use model.family: bert, or task: causal_lm"))
+    family = hf.model_type if hf is not None else m.family
+    if family not in _task_families(m.task):
+        what = {"masked_lm": "a bidirectional model (bert, roberta, ...)", "causal_lm": "a causal language model",
+                "classification": "a model with a sequence-classification head"}[m.task]
+        out.append(Problem("model.task", f"{m.task} needs {what}; transformers has no {m.task} model for {family}",
+                           "use model.family: bert for masked_lm, or another task"))
     if m.task == "classification" and c.data.label_column is None:
         out.append(Problem("data.label_column", "classification needs a label column", "set data.label_column"))
     if m.path is None and c.data.max_length > m.max_position:
@@ -689,64 +887,3 @@ def smoke(self: RunConfig, steps: int = 20, rows: int = 1000) -> RunConfig:
                          log_every=max(1, min(self.log_every, steps // 4)),
                          **{"data.limit": min(rows, self.data.limit or rows),
                             "schedule.warmup_steps": min(self.schedule.warmup_steps, steps // 4)})
-
-# %% ../nbs/02_config.ipynb #aedac464
-class CustomCodeRefused(ValueError):
-    "A model or tokenizer folder that asks to run Python code of its own (`auto_map`): nothing of it is run."
-
-@contextlib.contextmanager
-def no_custom_code(path, what: str = "model"):
-    "Around `from_pretrained(path, trust_remote_code=False)`: transformers' refusal of the folder's own code becomes a CustomCodeRefused."
-    try: yield
-    except ValueError as e:
-        if "trust_remote_code" not in str(e): raise
-        names = "config.json's model_type" if what == "model" else "tokenizer_config.json's tokenizer_class"
-        raise CustomCodeRefused(f"{path}: this {what} asks to run Python code from its folder (auto_map in its config); "
-                                "deepseek-wb never runs code from a model or tokenizer folder, and nothing of it was run. "
-                                f"Use a folder saved from a class that transformers ships (named by {names})") from None
-
-def hf_config(m: ModelConfig):
-    "The Hugging Face config for model section `m` (read from `m.path` when set, never running code from it)."
-    import transformers
-    if m.path is not None:
-        with no_custom_code(m.path): return transformers.AutoConfig.from_pretrained(m.path, trust_remote_code=False)
-    inter = m.intermediate_size or (4 * m.hidden_size if m.family != "llama" else int(8 * m.hidden_size / 3))
-    ids = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    if m.family == "gpt2":
-        return transformers.GPT2Config(n_embd=m.hidden_size, n_layer=m.num_layers, n_head=m.num_heads, n_inner=inter,
-                                       vocab_size=m.vocab_size, n_positions=m.max_position, resid_pdrop=m.dropout,
-                                       embd_pdrop=m.dropout, attn_pdrop=m.dropout, num_labels=m.num_labels, **ids)
-    if m.family == "bert":
-        return transformers.BertConfig(hidden_size=m.hidden_size, num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads,
-                                       intermediate_size=inter, vocab_size=m.vocab_size, max_position_embeddings=m.max_position,
-                                       hidden_dropout_prob=m.dropout, attention_probs_dropout_prob=m.dropout,
-                                       num_labels=m.num_labels, **ids)
-    return transformers.LlamaConfig(hidden_size=m.hidden_size, num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads,
-                                    intermediate_size=inter, vocab_size=m.vocab_size, max_position_embeddings=m.max_position,
-                                    attention_dropout=m.dropout, num_labels=m.num_labels, **ids)
-
-@functools.lru_cache(maxsize=64)
-def _shape_of(model_json: str) -> dict:
-    import torch, transformers
-    m = ModelConfig.model_validate_json(model_json)
-    hf = hf_config(m)
-    with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(hf) if hf.model_type != "bert" \
-            else transformers.AutoModelForMaskedLM.from_config(hf)
-    params = sum(dict((id(p), p.numel()) for p in model.parameters()).values())
-    layers = [sum(p.numel() for p in mod.parameters()) for mod in model.modules()
-              if mod.__class__.__name__.endswith(("Block", "Layer", "DecoderLayer"))]
-    emb = model.get_input_embeddings().weight.numel()
-    return dict(params=params, hidden_size=hf.hidden_size, num_layers=hf.num_hidden_layers,
-                num_heads=hf.num_attention_heads, vocab_size=hf.vocab_size, largest_layer=max(layers + [emb]))
-
-@patch
-def shape(self: ModelConfig) -> dict:
-    "Parameter count and dimensions of this model (built on the meta device, so exact and free)."
-    return dict(_shape_of(self.model_dump_json()))
-
-def plan_for(c: RunConfig, gpu_memory_gb: float = 80, gpus_per_node: int = 8, **kw) -> dict:
-    "The hardware plan for run config `c` with its own ZeRO stage and offload choices."
-    return plan_hardware(c.model, mode=c.mode, precision=c.precision, gpu_memory_gb=gpu_memory_gb, gpus_per_node=gpus_per_node,
-                         seq_len=c.data.max_length, micro_batch=c.micro_batch_size,
-                         gradient_checkpointing=c.gradient_checkpointing, **kw)

@@ -352,7 +352,8 @@ def plan_hardware(
             rows.append(dict(gpus=gpus, nodes=nodes, zero_stage=stage, offload_optimizer=off_opt, offload_param=off_param,
                              model_states_gb=round(gpu/GiB, 2), activations_gb=None if act is None else round(act/GiB, 2),
                              gpu_total_gb=round(total/GiB, 2), cpu_per_node_gb=round(cpu/GiB, 2), fits=fits, source=source))
-    return dict(params=P, trainable_params=T, precision=precision, mode=mode, gpu_memory_gb=gpu_memory_gb,
+    moe = {k: shape[k] for k in ("active_params", "experts", "experts_per_token") if k in shape}  # memory holds every expert
+    return dict(params=P, trainable_params=T, **moe, precision=precision, mode=mode, gpu_memory_gb=gpu_memory_gb,
                 rows=rows, recommendation=_recommend(rows, gpus_per_node),
                 activations="counted" if act is not None else "not counted: the model's shape is unknown")
 

@@ -47,9 +47,9 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
-def job_env(procs: int, extra: dict | None = None) -> dict:
-    "The environment of a job's processes."
-    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+def job_env(procs: int, extra: dict | None = None, offline: bool = False) -> dict:
+    "The environment of a job's processes (`offline`: the Hub may not be reached, as `model.offline` asks)."
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", **({"HF_HUB_OFFLINE": "1"} if offline else {}),
                HF_DATASETS_DISABLE_PROGRESS_BARS="1",
                PYTHONSAFEPATH="1")  # `python -m` puts no cwd first on sys.path: a psutil.py there would run
     if not local_hardware().gpus:
@@ -445,7 +445,7 @@ def launch(config: RunConfig | str | Path | None, *overrides, run_dir: str | Pat
     ds_config = cfg.to_deepspeed()
     run = RunPaths((run_dir or Path(cfg.output_root)/new_run_id(cfg.name)).resolve())
     _check_paths(run.root, hostfile, over_ssh)
-    environment = job_env(max(hosts.values()), env)
+    environment = job_env(max(hosts.values()), env, offline=cfg.model.offline)
     cmd = launcher_command(run, procs, master_port or free_port(), hostfile, no_ssh, node_rank, master_addr,
                            launcher, ssh_port, runner_args)
     # Everything is checked: only now is the run directory written.

@@ -11,29 +11,57 @@ from pathlib import Path
 
 import torch
 
-from .config import RunConfig, hf_config, no_custom_code
+from .config import ModelConfig, ModelNotCached, RunConfig, hf_config, is_hub_id, model_dir, no_custom_code
+from .distributed import everyone
 from .tokens import load_tokenizer, train_tokenizer
 
 # %% auto #0
-__all__ = ['LORA_TARGETS', 'build_tokenizer', 'build_base', 'apply_mode', 'build_model', 'count_parameters', 'base_source']
+__all__ = ['HEADS', 'EXPERT_NAMES', 'build_tokenizer', 'fetch_model', 'lora_targets', 'build_base', 'apply_mode', 'build_model',
+           'moe_block_classes', 'zero3_leaf_moe', 'count_parameters', 'base_source']
 
 # %% ../nbs/20_models.ipynb #878573cd
 def build_tokenizer(cfg: RunConfig, texts=None):
-    "The run's tokenizer: loaded from `model.tokenizer_path` or `model.path`, or trained on `texts`."
+    "The run's tokenizer: loaded from `model.tokenizer_path` or the model's own folder (local or cached from the Hub), or trained on `texts`."
     m = cfg.model
-    for path in (m.tokenizer_path, m.path):
+    for path in (m.tokenizer_path, model_dir(m) if m.path else None):
         if path and (Path(path)/"tokenizer_config.json").is_file(): return load_tokenizer(path)
     if m.tokenizer_path: raise FileNotFoundError(f"model.tokenizer_path: no tokenizer in {m.tokenizer_path}")
     if texts is None: raise ValueError("no tokenizer directory in the config: pass the training texts to train one")
     return train_tokenizer(texts, vocab_size=m.vocab_size, kind="wordpiece" if m.family == "bert" else "bpe")
 
-# %% ../nbs/20_models.ipynb #477a34fd
-LORA_TARGETS = {"gpt2": ["c_attn", "c_proj"], "bert": ["query", "key", "value"], "llama": ["q_proj", "k_proj", "v_proj", "o_proj"]}
+# %% ../nbs/20_models.ipynb #6bd0d7ba
+def fetch_model(m: ModelConfig, rank: int = 0, local_rank: int = 0) -> str | None:
+    "Bring a Hub model into the Hugging Face cache before any rank loads it: rank 0 first, then the first rank of each other node; the rest wait."
+    if not is_hub_id(m.path): return None
+    error = None
+    for turn in (rank == 0, rank != 0 and local_rank == 0):  # a node whose cache is shared finds it there: no second download
+        if turn and error is None:
+            try: model_dir(m, download=True)
+            except Exception as e: error = e
+        if not everyone(error is None):  # also the barrier: nobody reads the cache before it is filled, nobody waits on a failure
+            raise error or ModelNotCached(f"model.path: {m.path} could not be fetched (rank 0's log says why)")
+    return model_dir(m)
 
+# %% ../nbs/20_models.ipynb #477a34fd
 def _auto_class(task: str):
     import transformers
     return {"causal_lm": transformers.AutoModelForCausalLM, "masked_lm": transformers.AutoModelForMaskedLM,
             "classification": transformers.AutoModelForSequenceClassification}[task]
+
+HEADS = ("lm_head", "score", "classifier", "cls")  # output heads by the names transformers gives them
+
+# In a mixture-of-experts model peft reads these names as the experts transformers fuses into one tensor
+# (and moves them there, off the dense MLPs): they are left to an explicit lora.target_modules.
+EXPERT_NAMES = {"gate_proj", "up_proj", "down_proj", "w1", "w2", "w3", "gate"}
+
+def lora_targets(model: torch.nn.Module) -> list[str]:
+    "The full names of `model`'s linear layers of attention and MLP (as peft's all-linear finds them), without the output heads."
+    from transformers.pytorch_utils import Conv1D
+    out_emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    skip = EXPERT_NAMES if any(hasattr(m, "experts") and hasattr(m, "gate") for m in model.modules()) else set()
+    return [name for name, module in model.named_modules()
+            if isinstance(module, (torch.nn.Linear, Conv1D)) and name and module is not out_emb
+            and not set(name.split(".")) & set(HEADS) and name.rsplit(".", 1)[-1] not in skip]
 
 # %% ../nbs/20_models.ipynb #4e653ba4
 def build_base(cfg: RunConfig, tokenizer=None) -> torch.nn.Module:
@@ -42,7 +70,8 @@ def build_base(cfg: RunConfig, tokenizer=None) -> torch.nn.Module:
     hf = hf_config(m)
     if m.task == "classification": hf.num_labels = m.num_labels
     with no_custom_code(m.path):  # `hf` may carry the folder's auto_map: no code of the folder is run, whatever it says
-        model = _auto_class(m.task).from_pretrained(m.path, config=hf, trust_remote_code=False) if m.path \
+        model = _auto_class(m.task).from_pretrained(model_dir(m), config=hf, trust_remote_code=False,
+                                                    **({"use_safetensors": True} if is_hub_id(m.path) else {})) if m.path \
             else _auto_class(m.task).from_config(hf, trust_remote_code=False)
     if tokenizer is not None:
         if len(tokenizer) > model.get_input_embeddings().num_embeddings: model.resize_token_embeddings(len(tokenizer))
@@ -55,11 +84,13 @@ def apply_mode(model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module:
     "`model` ready for `cfg.mode`: itself for full fine-tuning, wrapped by peft for LoRA and prompt tuning."
     if cfg.mode == "full": return model
     import peft
+    from transformers.pytorch_utils import Conv1D
     task = {"causal_lm": peft.TaskType.CAUSAL_LM, "classification": peft.TaskType.SEQ_CLS}.get(cfg.model.task)
     if cfg.mode == "lora":
+        targets = cfg.lora.target_modules or lora_targets(model)
+        transposed = any(isinstance(mod, Conv1D) and (n in targets or n.rsplit(".", 1)[-1] in targets) for n, mod in model.named_modules())
         pc = peft.LoraConfig(task_type=task, r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                             target_modules=cfg.lora.target_modules or LORA_TARGETS[cfg.model.family],
-                             fan_in_fan_out=cfg.model.family == "gpt2")  # GPT-2 stores its projections transposed (Conv1D)
+                             target_modules=targets, fan_in_fan_out=transposed)  # GPT-2's Conv1D stores weights transposed
     else:
         pc = peft.PromptTuningConfig(task_type=task, num_virtual_tokens=cfg.prompt.num_virtual_tokens)
     return peft.get_peft_model(model, pc)
@@ -67,6 +98,18 @@ def apply_mode(model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module:
 def build_model(cfg: RunConfig, tokenizer=None) -> torch.nn.Module:
     "The model for run config `cfg`, with its training mode applied (peft for LoRA and prompt tuning)."
     return apply_mode(build_base(cfg, tokenizer), cfg)
+
+def moe_block_classes(model: torch.nn.Module) -> list[type]:
+    "The classes of `model`'s mixture-of-experts blocks (a module with `experts` and a `gate`)."
+    return sorted({type(m) for m in model.modules() if hasattr(m, "experts") and hasattr(m, "gate")}, key=lambda c: c.__name__)
+
+def zero3_leaf_moe(model: torch.nn.Module) -> list[str]:
+    "Make each MoE block one ZeRO-3 leaf: its experts are gathered together, so a rank whose tokens skip an expert does not hang."
+    classes = moe_block_classes(model)
+    if classes:
+        from deepspeed.utils import set_z3_leaf_modules
+        set_z3_leaf_modules(model, classes)
+    return [c.__name__ for c in classes]
 
 # %% ../nbs/20_models.ipynb #03b2a535
 def count_parameters(model: torch.nn.Module) -> dict:

@@ -29,7 +29,8 @@ from .core import RunPaths, atomic_write_json, cache_dir, failure_hint
 from .data import load_texts
 from .distributed import all_reduce, default_dist_env, everyone, leave, rank_zero_first
 from .env import quiet_deepspeed
-from .models import apply_mode, base_source, build_base, build_tokenizer, count_parameters
+from .models import (apply_mode, base_source, build_base, build_tokenizer, count_parameters, fetch_model,
+                                 zero3_leaf_moe)
 from .telemetry import SCHEMA_VERSION, ActivationStats, RunWriter
 from .tokens import load_tokenizer, tokenize
 
@@ -198,6 +199,7 @@ def main(argv=None) -> int:
                                             problems=dict(load_report.problems)), clean=clean_report.to_dict()))
         train_rows, eval_rows = split(len(texts), cfg.data.eval_fraction, cfg.seed)
         tok_dir, packing = run.root/"tokenizer", cfg.data.packing and cfg.model.task == "causal_lm"
+        fetch_model(cfg.model, rank, int(os.environ.get("LOCAL_RANK", 0)))  # a Hub id: into the cache, rank 0 first
         with rank_zero_first(rank):
             if (tok_dir/"tokenizer_config.json").is_file(): tokenizer = load_tokenizer(tok_dir)  # a resumed run keeps its own
             else:
@@ -215,6 +217,7 @@ def main(argv=None) -> int:
             if rank == 0: save_base(base, run)
         model = apply_mode(base, cfg)
         params = count_parameters(model)
+        if cfg.zero.stage == 3: zero3_leaf_moe(model)  # experts a rank's tokens skip are still gathered with their block
         engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
                                           config=cfg.to_deepspeed())
         batches = Batches(len(train_set), cfg.micro_batch_size, rank, world, cfg.seed)
