@@ -168,7 +168,10 @@ def _status(args) -> int:
     try: job = Job.attach(args.run_dir)
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr); return 1
-    print(json.dumps(job.status(), indent=2) if args.json else repr(job))
+    from deepseek_wb.sources import describe_lineage, read_lineage
+    lineage = read_lineage(args.run_dir)  # what the run trained on: its sources' fingerprints
+    if args.json: print(json.dumps(dict(job.status(), **({"lineage": lineage} if lineage else {})), indent=2))
+    else: print(repr(job) + (f"\n{describe_lineage(lineage)}" if lineage else ""))
     if not args.json and args.tail: print(job.tail(args.tail))
     return 0
 

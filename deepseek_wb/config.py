@@ -28,13 +28,13 @@ from .core import atomic_write
 from .env import Hardware, plan_hardware, quiet_deepspeed
 
 # %% auto #0
-__all__ = ['HUB_ID', 'MODEL_FILES', 'REFUSED_OVERRIDES', 'DEEPSPEED_KEYS', 'MAX_CONFIG_BYTES', 'MAX_CONFIG_DEPTH', 'FieldError',
-           'Section', 'SourceConfig', 'DataConfig', 'ModelConfig', 'LoraConfig', 'PromptConfig', 'OptimizerConfig',
-           'ScheduleConfig', 'FP16Config', 'ZeroConfig', 'RunConfig', 'CustomCodeRefused', 'no_custom_code',
-           'ModelNotCached', 'is_hub_id', 'hub_offline', 'model_dir', 'config_fields', 'override_problems', 'hf_config',
-           'config_class', 'moe_shape', 'plan_for', 'deepspeed_parse', 'build_scheduler', 'Problem', 'ConfigError',
-           'check', 'ConfigLoader', 'parse_value', 'apply_overrides', 'read_yaml_file', 'read_config_file',
-           'check_file']
+__all__ = ['HUB_ID', 'MODEL_FILES', 'REFUSED_OVERRIDES', 'DEEPSPEED_KEYS', 'DEMO_SOURCES', 'MAX_CONFIG_BYTES', 'MAX_CONFIG_DEPTH',
+           'FieldError', 'Section', 'SourceConfig', 'DataConfig', 'ModelConfig', 'LoraConfig', 'PromptConfig',
+           'OptimizerConfig', 'ScheduleConfig', 'FP16Config', 'ZeroConfig', 'RunConfig', 'CustomCodeRefused',
+           'no_custom_code', 'ModelNotCached', 'is_hub_id', 'hub_offline', 'model_dir', 'config_fields',
+           'override_problems', 'hf_config', 'config_class', 'moe_shape', 'plan_for', 'deepspeed_parse',
+           'build_scheduler', 'Problem', 'ConfigError', 'named_sources', 'check', 'ConfigLoader', 'parse_value',
+           'apply_overrides', 'read_yaml_file', 'read_config_file', 'check_file']
 
 # %% ../nbs/02_config.ipynb #f245918f
 def _transformers_version() -> str:
@@ -58,7 +58,7 @@ class SourceConfig(Section):
 
 class DataConfig(Section):
     "Where the training text comes from, what form its records take and how they are cut into sequences."
-    source: str = "demo"            # "demo" (the embedded corpus) or a file or folder: jsonl, csv, parquet, txt, arrow
+    source: str = "demo"            # "demo" (the embedded corpus), "demo-chat" (instructions), or a file or folder
     sources: Optional[list[SourceConfig]] = None  # several sources mixed by weight, instead of `source`
     eval_source: Optional[str] = None  # a separate evaluation set (then eval_fraction is not used)
     format: Literal["auto", "text", "prompt_response", "messages"] = "auto"  # the records' form; auto: detected from the columns
@@ -651,12 +651,26 @@ def _is_loopback(host: str) -> bool:
     try: return ipaddress.ip_address(host).is_loopback
     except ValueError: return host == "localhost"
 
+DEMO_SOURCES = ("demo", "demo-chat")  # the embedded corpus and the embedded instruction set
+
+def named_sources(d: DataConfig) -> list[tuple[str, str]]:
+    "(field, source) for each data source a run reads: `sources` (or `source`) and `eval_source`."
+    named = [(f"data.sources.{i}.source", s.source) for i, s in enumerate(d.sources or [])] or [("data.source", d.source)]
+    return named + ([("data.eval_source", d.eval_source)] if d.eval_source else [])
+
 def _training_problems(c: RunConfig, hw: Hardware | None) -> list[Problem]:
     out = []
-    if c.data.source != "demo" and not Path(c.data.source).exists():
-        out.append(Problem("data.source", f"{c.data.source} does not exist here (relative to {Path.cwd()})",
-                           "fine for a config meant for another machine; otherwise give an existing file or folder, or 'demo'",
-                           "warning"))
+    d = c.data
+    for field, source in named_sources(d):
+        if source not in DEMO_SOURCES and not Path(source).exists():
+            out.append(Problem(field, f"{source} does not exist here (relative to {Path.cwd()})",
+                               "fine for a config meant for another machine; otherwise give an existing file or folder, or 'demo'",
+                               "warning"))
+    if d.sources and "source" in d.model_fields_set:
+        out.append(Problem("data.source", "is not read when data.sources is set", "remove it, or list it in data.sources", "warning"))
+    if d.eval_source and "eval_fraction" in d.model_fields_set and d.eval_fraction:
+        out.append(Problem("data.eval_fraction", "is not used when data.eval_source is set: every training row trains",
+                           "remove one of them", "warning"))
     if c.mode == "full" and c.optimizer.lr > 1e-3:
         out.append(Problem("optimizer.lr", f"{c.optimizer.lr:g} is high for full fine-tuning (risk of divergence)",
                            "use 1e-5 .. 5e-4 unless training from scratch", "warning"))

@@ -29,8 +29,8 @@ from pathlib import Path
 import psutil
 
 from .checkpoints import check_trusted, complete_checkpoints
-from .config import (ConfigError, Problem, RunConfig, apply_overrides, check, check_file,
-                                read_config_file)
+from .config import (DEMO_SOURCES, ConfigError, Problem, RunConfig, apply_overrides, check, check_file,
+                                named_sources, read_config_file)
 from .core import (RunPaths, atomic_write, atomic_write_json, failure_hint, link_problems, new_run_id,
                               read_bounded, read_jsonl)
 from .env import local_hardware, tcmalloc
@@ -440,8 +440,9 @@ def launch(config: RunConfig | str | Path | None, *overrides, run_dir: str | Pat
     else:
         if run_dir is not None and os.path.lexists(run_dir): check_trusted(run_dir)  # any folder we are to write in
         cfg = _checked(config, overrides, values, hardware)
-    if cfg.data.source != "demo" and not Path(cfg.data.source).exists():
-        raise ConfigError([Problem("data.source", f"{cfg.data.source} does not exist", "give an existing file or folder, or 'demo'")], "launch")
+    missing = [Problem(field, f"{source} does not exist", "give an existing file or folder, or 'demo'")
+               for field, source in named_sources(cfg.data) if source not in DEMO_SOURCES and not Path(source).exists()]
+    if missing: raise ConfigError(missing, "launch")
     ds_config = cfg.to_deepspeed()
     run = RunPaths((run_dir or Path(cfg.output_root)/new_run_id(cfg.name)).resolve())
     _check_paths(run.root, hostfile, over_ssh)
