@@ -143,8 +143,8 @@ def _client_problem(client) -> str:
     data = client.get("data") if isinstance(client, dict) else None
     counts = [data.get(k) for k in ("epoch", "batch")] if isinstance(data, dict) else [None]
     if not all(type(v) is int and 0 <= v < 2**31 for v in counts): return "its client state holds no data position (epoch, batch)"
-    nan_total = client.get("nan_total", 0)
-    return "" if type(nan_total) is int and nan_total >= 0 else "its client state's nan_total is not a count"
+    bad = [k for k in ("nan_total", "tokens_total") if not (type(v := client.get(k, 0)) is int and 0 <= v < 2**63)]
+    return f"its client state's {bad[0]} is not a count" if bad else ""
 
 def _rng_problem(state) -> str:
     before = rng_state()

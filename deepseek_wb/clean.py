@@ -7,12 +7,16 @@ Docs: https://deepseek-wb.github.io/deepseek_wb/clean.html.md"""
 # %% ../nbs/11_clean.ipynb #938dab5f
 from __future__ import annotations
 
+import collections
 import dataclasses
 import difflib
+import functools
 import hashlib
 import html
+import itertools
 import json
 import re
+import string
 import unicodedata
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -22,8 +26,8 @@ import datasets
 from .data import column
 
 # %% auto #0
-__all__ = ['RULES', 'SEED_LENGTH', 'DEFAULT_RULES', 'Rule', 'TextRule', 'DatasetRule', 'Regex', 'Charset', 'Unicode', 'Html',
-           'Control', 'Whitespace', 'Urls', 'Emails', 'Length', 'ExactDedup', 'NearDedup', 'rule_from_dict',
+__all__ = ['RULES', 'SEED_LENGTH', 'DEFAULT_RULES', 'Rule', 'TextRule', 'DatasetRule', 'text_units', 'Regex', 'Charset', 'Html',
+           'Control', 'Whitespace', 'Urls', 'Emails', 'Unicode', 'Length', 'ExactDedup', 'NearDedup', 'rule_from_dict',
            'RuleReport', 'CleanReport', 'Pipeline']
 
 # %% ../nbs/11_clean.ipynb #0407a5f7
@@ -42,10 +46,40 @@ class Rule:
 class TextRule(Rule):
     "A rule applied to one text at a time: returns the new text, or None to remove the row."
     def __call__(self, text: str) -> str | None: raise NotImplementedError
+    def details(self, texts: list[str]) -> dict:
+        "What the rule did to `texts` (those it changed, as they reached it), for its report; nothing by default."
+        return {}
 
 class DatasetRule(Rule):
     "A rule that needs all rows: returns the indices to remove and the groups it found."
     def find(self, texts: list[str], num_proc: int = 1) -> tuple[set[int], list[list[int]]]: raise NotImplementedError
+
+# %% ../nbs/11_clean.ipynb #10897721
+def _ranges(flags) -> str:
+    "A regex character class body for the code points whose flag is true (`flags`: one per code point, in order)."
+    out, cp = [], 0
+    for flag, run in itertools.groupby(flags):
+        n = sum(1 for _ in run)
+        if flag: out.append(f"\\U{cp:08x}-\\U{cp + n - 1:08x}")
+        cp += n
+    return "".join(out)
+
+def _wide(c: str) -> bool:
+    "Whether East Asian typography sets `c` full width (East Asian Width W or F: ideographs, kana, hangul, full-width forms)."
+    return unicodedata.east_asian_width(c) in "WF"
+
+@functools.cache
+def _unit() -> re.Pattern:
+    "The pattern of one unit, built once from unicodedata: a full-width character with its marks, or a run of others."
+    wide = bytes(map(_wide, map(chr, range(0x110000))))
+    marks = _ranges(not w and unicodedata.category(chr(c))[0] == "M" for c, w in enumerate(wide))  # accents, variation selectors
+    w = _ranges(wide)
+    return re.compile(f"[{w}][{marks}]*|[^\\s{w}]+")
+
+def text_units(text: str) -> list[str]:
+    "The units length and near-dedup count: each CJK (full-width) character is one, and so is each run of other non-space characters."
+    if text.isascii(): return text.split()
+    return [u for word in text.split() for u in ((word,) if word.isascii() else _unit().findall(word))]
 
 # %% ../nbs/11_clean.ipynb #d47e3674
 @dataclass
@@ -63,15 +97,6 @@ class Regex(TextRule):
 class Charset(Regex):
     "The seed's character filter: keep word characters, whitespace and CJK ideographs."
     name: ClassVar[str] = "charset"
-
-@dataclass
-class Unicode(TextRule):
-    "Unicode normalization (NFKC folds full-width forms, ligatures and compatibility characters)."
-    name: ClassVar[str] = "unicode"
-    form: str = "NFKC"
-    def __post_init__(self):
-        if self.form not in ("NFC", "NFD", "NFKC", "NFKD"): raise ValueError(f"unicode rule: form must be NFC, NFD, NFKC or NFKD, not {self.form!r}")
-    def __call__(self, text): return unicodedata.normalize(self.form, text)
 
 # a tag starts with a letter, "/" or "!" after "<", so comparisons such as "a < b > c" survive
 _TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[A-Za-z/!][^<>]{0,2000}>", re.S | re.I)
@@ -115,6 +140,51 @@ class Emails(TextRule):
     replace: str = ""
     def __call__(self, text): return _EMAIL.sub(self.replace, text) if "@" in text else text
 
+# %% ../nbs/11_clean.ipynb #6170f57f
+@functools.cache
+def _fullwidth_punct() -> re.Pattern:
+    "Runs of full-width forms of ASCII punctuation (，！？ ...), from the Unicode decompositions."
+    marks = "".join(c for c in map(chr, range(0x10000)) if unicodedata.decomposition(c).startswith("<wide>")
+                    and unicodedata.normalize("NFKC", c) in string.punctuation)
+    return re.compile(f"([{re.escape(marks)}]+)")
+
+def _rewrite_kind(c: str) -> str:
+    "The kind of rewrite normalization makes of the character `c`, from its decomposition type."
+    tag, target = unicodedata.decomposition(c).partition(" ")[0], unicodedata.normalize("NFKC", c)
+    if tag == "<wide>":
+        return ("full-width punctuation" if target in string.punctuation else "full-width space" if target.isspace()
+                else "full-width letters and digits" if target.isalnum() else "full-width symbols")
+    if tag == "<narrow>": return "half-width forms"
+    if tag == "<compat>": return "compatibility characters"
+    return f"{tag.strip('<>')} forms" if tag.startswith("<") else "canonical equivalents"
+
+# %% ../nbs/11_clean.ipynb #c77b55fd
+@dataclass
+class Unicode(TextRule):
+    "Unicode normalization (NFKC folds full-width forms, ligatures and compatibility characters)."
+    name: ClassVar[str] = "unicode"
+    form: str = "NFKC"
+    keep_fullwidth_punct: bool = False  # keep ，！？：；（） and the like as written; the rest is still normalized
+    def __post_init__(self):
+        if self.form not in ("NFC", "NFD", "NFKC", "NFKD"): raise ValueError(f"unicode rule: form must be NFC, NFD, NFKC or NFKD, not {self.form!r}")
+        if not isinstance(self.keep_fullwidth_punct, bool):
+            raise ValueError(f"unicode rule: keep_fullwidth_punct must be true or false, not {self.keep_fullwidth_punct!r}")
+    def __call__(self, text):
+        if text.isascii(): return text
+        if not self.keep_fullwidth_punct: return unicodedata.normalize(self.form, text)
+        parts = _fullwidth_punct().split(text)  # the odd parts are the kept punctuation
+        return "".join(p if i % 2 else unicodedata.normalize(self.form, p) for i, p in enumerate(parts))
+    def details(self, texts):
+        "Characters rewritten in `texts`, by kind, and the most frequent rewrites."
+        kinds, rewrites = collections.Counter(), collections.Counter()
+        for text in texts:
+            for c, n in collections.Counter(text).items():
+                if not c.isascii() and (after := self(c)) != c:
+                    kinds[_rewrite_kind(c)] += n; rewrites[f"{c}→{after}"] += n
+        out = dict(rewritten=dict(kinds.most_common()), most_frequent=dict(rewrites.most_common(8)))
+        if kinds["full-width punctuation"]: out["note"] = "full-width punctuation became ASCII: keep_fullwidth_punct: true keeps it"
+        return out
+
 # %% ../nbs/11_clean.ipynb #35ad9ee0
 @dataclass
 class Length(TextRule):
@@ -123,7 +193,7 @@ class Length(TextRule):
     min_tokens: int = 0
     max_tokens: int | None = None
     action: str = "drop"             # drop | truncate (for texts over max_tokens)
-    tokenizer: str | None = None     # a local tokenizer directory; default: whitespace words
+    tokenizer: str | None = None     # a local tokenizer directory; default: the pipeline's tokenizer, else script-aware units
     def __post_init__(self):
         if self.action not in ("drop", "truncate"): raise ValueError(f"length rule: action must be drop or truncate, not {self.action!r}")
         if self.min_tokens < 0: raise ValueError(f"length rule: min_tokens must be 0 or more, not {self.min_tokens}")
@@ -134,25 +204,41 @@ class Length(TextRule):
         if self.tokenizer:
             from deepseek_wb.tokens import load_tokenizer
             self._tok = load_tokenizer(self.tokenizer)  # never runs code from the folder
+    def with_tokenizer(self, tok) -> Length:
+        "This rule counting the tokens of `tok` (the run's tokenizer), unless it names a tokenizer of its own."
+        if tok is None or self.tokenizer: return self
+        rule = dataclasses.replace(self)
+        rule._tok = tok
+        return rule
     def tokens(self, text: str) -> list:
-        "The tokens of `text` as this rule counts them."
-        return self._tok(text, add_special_tokens=False)["input_ids"] if self._tok else text.split()
+        "The tokens of `text` as this rule counts them (token ids, or script-aware units)."
+        return self._tok(text, add_special_tokens=False)["input_ids"] if self._tok else text_units(text)
     def __call__(self, text):
         toks = self.tokens(text)
         if len(toks) < self.min_tokens: return None
         if self.max_tokens is None or len(toks) <= self.max_tokens: return text
         if self.action == "drop": return None
-        if self._tok: return self._tok.decode(toks[:self.max_tokens])
-        return " ".join(toks[:self.max_tokens])
+        if self._tok is None: return text[:next(itertools.islice(_unit().finditer(text), self.max_tokens - 1, None)).end()]
+        if not getattr(self._tok, "is_fast", False): return self._tok.decode(toks[:self.max_tokens])  # no offsets to cut at
+        starts = self._tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        return text[:starts[self.max_tokens][0]].rstrip()  # up to where the first token past the limit starts
 
-SEED_LENGTH = dict(rule="length", min_tokens=512, max_tokens=2048)  # the seed's preset
+SEED_LENGTH = dict(rule="length", min_tokens=512, max_tokens=2048)  # the seed's preset, in tokens
 
 # %% ../nbs/11_clean.ipynb #d7b0d959
-def _norm(text: str) -> str: return " ".join(text.casefold().split())
+def _norm(text: str) -> str:
+    "The form dedup compares: NFKC, case folded, whitespace collapsed, none next to a CJK character."
+    words = unicodedata.normalize("NFKC", text).casefold().split()
+    if text.isascii(): return " ".join(words)
+    out = []
+    for w in words:
+        if out and not (_wide(out[-1][-1]) or _wide(w[0])): out.append(" ")
+        out.append(w)
+    return "".join(out)
 
 @dataclass
 class ExactDedup(DatasetRule):
-    "Remove exact duplicates (after case folding and whitespace collapsing), keeping the first."
+    "Remove exact duplicates (after normalization, case folding and whitespace collapsing), keeping the first."
     name: ClassVar[str] = "exact_dedup"
     def find(self, texts, num_proc=1):
         first, groups = {}, {}
@@ -164,17 +250,18 @@ class ExactDedup(DatasetRule):
         return {i for g in clusters for i in g[1:]}, clusters
 
 def _shingles(text: str, n: int) -> set[bytes]:
-    words = _norm(text).split()
-    if len(words) <= n: return {" ".join(words).encode()}
-    return {" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)}
+    units = text_units(_norm(text))
+    if len(units) <= n: return {" ".join(units).encode()}
+    return {" ".join(units[i:i + n]).encode() for i in range(len(units) - n + 1)}
 
+# %% ../nbs/11_clean.ipynb #e0d11123
 @dataclass
 class NearDedup(DatasetRule):
-    "Remove near duplicates (MinHash LSH over word shingles, Jaccard above `threshold`), keeping the first of each cluster."
+    "Remove near duplicates (MinHash LSH over shingles of `ngram` units: words, CJK characters; Jaccard above `threshold`), keeping the first of each cluster."
     name: ClassVar[str] = "near_dedup"
     threshold: float = 0.7
     num_perm: int = 128
-    ngram: int = 3
+    ngram: int = 3            # units per shingle: words, or CJK characters
     seed: int = 1
     def __post_init__(self):
         if not 0 < self.threshold < 1: raise ValueError(f"near_dedup rule: threshold must be in (0, 1), not {self.threshold}")
@@ -242,6 +329,7 @@ class RuleReport:
     removed: int = 0
     examples: list = field(default_factory=list)  # (source, before, after); after is None when removed
     clusters: list = field(default_factory=list)  # for dedup rules: groups of sources, the kept one first
+    details: dict = field(default_factory=dict)   # what the rule says of its changes (the unicode rule: characters rewritten, by kind)
 
 @dataclass
 class CleanReport:
@@ -255,10 +343,13 @@ class CleanReport:
         for r in self.rules:
             lines.append(f"  {r.rule['rule']:<12} changed {r.changed:>6}  removed {r.removed:>6}"
                          + (f"  ({len(r.clusters)} clusters)" if r.clusters else ""))
+            lines += [f"{'':16}{k}: " + (", ".join(f"{x} {n}" for x, n in v.items()) if isinstance(v, dict) else str(v))
+                      for k, v in r.details.items()]
         return "\n".join(lines)
     __repr__ = __str__
     def to_dict(self) -> dict: return dataclasses.asdict(self)
 
+# %% ../nbs/11_clean.ipynb #9100e05b
 _STR, _INT = datasets.Value("string"), datasets.Value("int64")  # column types that hold with no rows too
 
 def _text_pass(rules: list[TextRule], offset: int):
@@ -290,10 +381,13 @@ def _on_disk(ds: datasets.Dataset) -> datasets.Dataset:
     ds.save_to_disk(tmp)
     return datasets.load_from_disk(tmp)
 
+# %% ../nbs/11_clean.ipynb #d8f2b7dc
 class Pipeline:
     "An ordered list of cleaning rules; `run(dataset)` returns the cleaned dataset and a `CleanReport`."
-    def __init__(self, rules=None, examples: int = 3):
-        self.rules = [r if isinstance(r, Rule) else rule_from_dict(r) for r in (DEFAULT_RULES if rules is None else rules)]
+    def __init__(self, rules=None, examples: int = 3,
+                 tokenizer=None):  # the run's tokenizer: length rules without a tokenizer of their own count its tokens
+        rules = [r if isinstance(r, Rule) else rule_from_dict(r) for r in (DEFAULT_RULES if rules is None else rules)]
+        self.rules = [r.with_tokenizer(tokenizer) if isinstance(r, Length) else r for r in rules]
         self.n_examples = examples
     def to_list(self) -> list[dict]:
         "The pipeline as plain data (what is saved with a run)."
@@ -340,6 +434,11 @@ class Pipeline:
         if "_removed_by" in ds.column_names: ds = ds.remove_columns("_removed_by")
         ds = ds.add_column("_removed_by", removed_by, feature=_INT)
         return ds, [[alive[n] for n in g] for g in groups]
+    def _reaching(self, text: str, k: int) -> str:
+        "`text` as it reaches rule `k`, after the text rules before it."
+        for r in self.rules[:k]:
+            if isinstance(r, TextRule): text = r(text)
+        return text
     def _report(self, ds, original, clusters) -> CleanReport:
         changed, removed_by, sources = (column(ds, c) for c in ("_changed", "_removed_by", "source"))
         reports = []
@@ -351,6 +450,7 @@ class Pipeline:
             if isinstance(rule, TextRule):
                 for n in hits[:self.n_examples] + gone[:self.n_examples]:
                     rep.examples.append((sources[n], original[n], dict(self.trace(original[n])).get(rule.name)))
+                if hits and type(rule).details is not TextRule.details: rep.details = rule.details([self._reaching(original[n], k) for n in hits])
             else:
                 rep.clusters = [[sources[n] for n in g] for g in clusters.get(k, [])]
                 rep.examples = [(c[1], None, None) for c in rep.clusters[:self.n_examples]]

@@ -54,7 +54,7 @@ class Section(BaseModel):
 class SourceConfig(Section):
     "One of several training sources, mixed by weight."
     source: str                     # "demo", or a file or folder as for data.source
-    weight: float = Field(1.0, gt=0, allow_inf_nan=False)  # its share of the training rows is weight / sum of weights
+    weight: float = Field(1.0, gt=0, le=1e6)  # its share of the training rows is weight / sum of weights
 
 class DataConfig(Section):
     "Where the training text comes from, what form its records take and how they are cut into sequences."
@@ -82,7 +82,7 @@ class ModelConfig(Section):
     family: str = "gpt2"            # any transformers model_type: gpt2, bert, llama, qwen2, qwen3, mistral, deepseek_v3, ...
     task: Literal["causal_lm", "masked_lm", "classification"] = "causal_lm"
     path: Optional[str] = None      # a local model directory or a Hub id (org/name); when set, the dimensions below are read from it
-    revision: Optional[str] = None  # the Hub revision (branch, tag or commit) of a Hub id; default: main
+    revision: Optional[str] = Field(None, pattern=r"^[\w.\-]+(/[\w.\-]+)*$")  # the Hub revision (branch, tag or commit) of a Hub id; default: main
     offline: bool = False           # never reach the Hub: a Hub id must be in the Hugging Face cache already (as HF_HUB_OFFLINE=1)
     tokenizer_path: Optional[str] = None  # a local tokenizer directory; default: the model's own, else one trained on the data
     hidden_size: int = Field(128, ge=8)
@@ -602,6 +602,9 @@ def _hf_problems(m) -> tuple[object | None, list[Problem]]:
                if m.path is not None else "correct the value transformers names")
         return None, [Problem(field, str(e).strip().splitlines()[0], fix)]
     if m.path is not None and (bad := override_problems(type(hf), m.config_overrides)): return None, [Problem(*p) for p in bad]
+    if "/" in str(getattr(hf, "_attn_implementation", None) or ""):  # a Hub repo of kernels: its code would be fetched and run
+        return None, [Problem("model.path", f"its config.json asks for attention kernels from the Hub ({hf._attn_implementation})",
+                              "remove attn_implementation from the model's config.json (sdpa is used)")]
     if is_hub_id(m.path) and _cached(m) and not any(Path(model_dir(m)).glob("*.safetensors")):
         return None, [Problem("model.path", f"{m.path} has no safetensors weights in the Hugging Face cache (pickled weights are "
                               "never loaded: unpickling runs code)", f"fetch its *.safetensors files: hf download {m.path} "

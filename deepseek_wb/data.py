@@ -13,10 +13,12 @@ import collections
 import csv
 import functools
 import hashlib
+import importlib.resources
 import json
 import os
 import re
 import shutil
+import stat
 import sysconfig
 import tempfile
 from collections.abc import Sequence
@@ -173,13 +175,18 @@ def _read_parquet(path: Path, text_column: str, label_column: str | None):
                         "write or copy it again") from None
 
 # %% ../nbs/10_data.ipynb #4c123eb5
+def _regular(p: Path) -> bool:
+    "A regular file itself: no link (a folder's `x.txt -> /proc/self/environ` would be read as data), no FIFO or device."
+    try: return stat.S_ISREG(os.lstat(p).st_mode)
+    except OSError: return False
+
 def _files_of(path: Path) -> list[Path]:
     if path.is_file():
         if path.suffix.lower() not in TEXT_SUFFIXES:
             raise DataError(f"{path}: unknown file type '{path.suffix}'; use one of {', '.join(sorted(TEXT_SUFFIXES))}")
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
+        files = sorted(p for p in path.rglob("*") if _regular(p) and p.suffix.lower() in TEXT_SUFFIXES
                        and not any(part.startswith(".") for part in p.relative_to(path).parts))  # markers, editors' files
         if not files: raise DataError(f"{path}: no data files inside (looked for {', '.join(sorted(TEXT_SUFFIXES))})")
         return files
@@ -293,9 +300,19 @@ def _stdlib_docstrings(min_chars: int):
                 name = getattr(node, "name", "")
                 yield doc, family, module + (f".{name}" if name else "")
 
-@functools.lru_cache(maxsize=4)
-def demo_corpus(min_chars: int = 80, num_labels: int = 16) -> datasets.Dataset:
-    "The standard library's docstrings and help topics: `text`, `label` (module family; `num_labels` classes) and `source`."
+def _zh_manpages(min_chars: int, path=None):
+    "(text, 'zh', source) of each row of the Chinese slice (paragraphs of manpages-zh) at `path`, by default the shipped one; read as data."
+    path = path or importlib.resources.files("deepseek_wb") / "corpora" / "zh.jsonl"
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try: row = json.loads(line)
+        except json.JSONDecodeError as e: row = e
+        if not (isinstance(row, dict) and isinstance(row.get("text"), str) and isinstance(row.get("source"), str)):
+            raise DataError(f"{path}:{i}: not an object with a string 'text' and 'source'; reinstall deepseek_wb, or rerun tools/zh_corpus.py")
+        if len(row["text"]) >= min_chars: yield row["text"], "zh", f"manpages-zh:{row['source']}"
+
+# %% ../nbs/10_data.ipynb #a070083a
+def _stdlib_rows(min_chars: int) -> list[tuple[str, str, str]]:
+    "(text, module family, where) of the standard library's docstrings and help topics, without exact duplicates."
     seen, rows = set(), []
     for text, family, where in _stdlib_docstrings(min_chars):
         if text in seen: continue
@@ -305,13 +322,25 @@ def demo_corpus(min_chars: int = 80, num_labels: int = 16) -> datasets.Dataset:
         text = text.strip()
         if len(text) >= min_chars and text not in seen:
             seen.add(text); rows.append((text, "other", f"pydoc_data.topics.{topic}"))
-    counts = collections.Counter(f for _, f, _ in rows if f != "other")
-    names = sorted(f for f, _ in counts.most_common(num_labels - 1)) + ["other"]
-    keep = set(names)
+    return rows
+
+@functools.lru_cache(maxsize=4)
+def demo_corpus(min_chars: int = 80, num_labels: int = 16,
+                lang: str = "en") -> datasets.Dataset:  # "en" (the default), "zh" or "all"
+    "The standard library's docstrings and help topics, and/or Chinese manual pages: `text`, `label` (module family; `num_labels` classes, plus `zh`) and `source`."
+    if lang not in ("en", "zh", "all"): raise ValueError(f"demo_corpus: lang must be 'en', 'zh' or 'all', not {lang!r}")
+    rows, names = [], []
+    if lang != "zh":
+        rows = _stdlib_rows(min_chars)
+        counts = collections.Counter(f for _, f, _ in rows if f != "other")
+        names = sorted(f for f, _ in counts.most_common(num_labels - 1)) + ["other"]
+        keep = set(names)
+        rows = [(t, f if f in keep else "other", w) for t, f, w in rows]
+    if lang != "en":
+        rows += list(_zh_manpages(min_chars)); names.append("zh")
     labels = datasets.ClassLabel(names=names)
     features = datasets.Features(text=datasets.Value("string"), label=labels, source=datasets.Value("string"))
-    return datasets.Dataset.from_dict(dict(text=[t for t, _, _ in rows],
-                                           label=[labels.str2int(f if f in keep else "other") for _, f, _ in rows],
+    return datasets.Dataset.from_dict(dict(text=[t for t, _, _ in rows], label=[labels.str2int(f) for _, f, _ in rows],
                                            source=[w for _, _, w in rows]), features=features)
 
 # %% ../nbs/10_data.ipynb #f66177c2

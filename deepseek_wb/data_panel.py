@@ -1,4 +1,4 @@
-"""`DataPanel`: page through a dataset, search it, see what each cleaning rule does to it, set the length cutoffs on a histogram, and take the cleaned dataset.
+"""`DataPanel`: page through a dataset, search it, see what each cleaning rule does to it, set the length cutoffs on a histogram, and take the cleaned dataset. `ChatPanel`: chat data as the model will see it, the trained-on tokens highlighted, and the bad records with their file:line.
 
 Docs: https://deepseek-wb.github.io/deepseek_wb/data_panel.html.md"""
 
@@ -16,11 +16,14 @@ import ipywidgets as W
 import plotly.graph_objects as go
 from IPython.display import display
 
+from .chat import TEMPLATES, ChatReport, Format, detect_format, record_tokens, resolve_template, trained_pieces
 from .clean import DEFAULT_RULES, Length, Pipeline, Rule, rule_from_dict
 from .data import column, text_stats
+from .tokens import IGNORE
 
 # %% auto #0
-__all__ = ['diff_html', 'cutoff_share', 'cutoff_marks', 'length_figure', 'labels_figure', 'DataPanel']
+__all__ = ['diff_html', 'cutoff_share', 'cutoff_marks', 'length_figure', 'labels_figure', 'DataPanel', 'tokens_html',
+           'record_html', 'problems_html', 'ChatPanel']
 
 # %% ../nbs/41_data_panel.ipynb #6104f594
 def diff_html(before: str, after: str | None) -> str:
@@ -217,3 +220,68 @@ class DataPanel:
     def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)
+
+# %% ../nbs/41_data_panel.ipynb #f5c9c41c
+def tokens_html(pieces: list[tuple[str, bool]]) -> str:
+    "A tokenized example as HTML: the runs it is trained on highlighted, every character escaped."
+    spans = [f"<span class='trained' style='background:#dafbe1;outline:1px solid #1a7f37'>{html.escape(text)}</span>" if on
+             else f"<span style='color:#57606a'>{html.escape(text)}</span>" for text, on in pieces]
+    return "<div style='white-space:pre-wrap;font-family:monospace;font-size:12px'>" + "".join(spans) + "</div>"
+
+def record_html(tokenizer, ids: list[int], labels: list[int], source: str, max_length: int) -> str:
+    "A tokenized record with its file:line, its size and the trained-on runs highlighted."
+    trained = sum(1 for t in labels if t != IGNORE)
+    long = f" · <b style='color:#cf222e'>longer than max_length {max_length}</b>" if len(ids) > max_length else ""
+    return (f"<div><code>{html.escape(str(source))}</code> · {len(ids)} tokens, {trained} trained on{long}</div>"
+            + tokens_html(trained_pieces(tokenizer, ids, labels)))
+
+def problems_html(report: ChatReport | None) -> str:
+    "The bad records by reason: how many, and the first ones with their file:line and what was wrong."
+    if report is None: return "<i>no load report</i>"
+    if not report.problems: return f"<b>{report.rows} records, none bad</b>"
+    rows = "".join(f"<tr><td>{html.escape(reason)}</td><td>{n}</td><td>" + "<br>".join(
+        f"<code>{html.escape(loc)}</code> {html.escape(what)}" for loc, what in report.details.get(reason, [])) + "</td></tr>"
+        for reason, n in sorted(report.problems.items(), key=lambda x: -x[1]))
+    return (f"<b>{report.rows} records kept; {sum(report.problems.values())} problems</b>"
+            f"<table><tr><th>reason</th><th>records</th><th>first seen</th></tr>{rows}</table>")
+
+# %% ../nbs/41_data_panel.ipynb #307f8121
+class ChatPanel:
+    "An inspection panel for chat data: its format, a record as the model sees it with the trained-on tokens highlighted, and the bad records."
+    def __init__(self, dataset: datasets.Dataset, tokenizer, report: ChatReport | None = None, template: str | None = None,
+                 max_length: int = 2048, assistant_only: bool = True):
+        self.dataset, self.tokenizer, self.report, self.max_length, self.assistant_only = dataset, tokenizer, report, max_length, assistant_only
+        self.format = Format(report.format, report.evidence) if report and report.format else detect_format(dataset)
+        self.chat_template = resolve_template(tokenizer, template)
+        self.template_name = next((n for n, t in TEMPLATES.items() if t.jinja == self.chat_template), "the tokenizer's own")
+        self.header = W.HTML(f"format: <b>{html.escape(self.format.name)}</b> ({html.escape(self.format.evidence)}) · "
+                             f"{len(dataset)} records · template: <b>{html.escape(self.template_name)}</b>")
+        self.record, self.where, self.problems = W.HTML(), W.HTML(), W.HTML(problems_html(report))
+        self.prev_button, self.next_button = W.Button(icon="arrow-left", layout=W.Layout(width="40px")), W.Button(icon="arrow-right", layout=W.Layout(width="40px"))
+        self.prev_button.on_click(lambda _: self.select(self.position - 1))
+        self.next_button.on_click(lambda _: self.select(self.position + 1))
+        self.position = 0
+        self.select(0)
+        tabs = W.Tab(children=[W.VBox([W.HBox([self.prev_button, self.where, self.next_button]), self.record]), self.problems])
+        for i, t in enumerate(("records", "bad records")): tabs.set_title(i, t)
+        self.widget = W.VBox([self.header, tabs])
+
+    def encoded(self, i: int) -> tuple[list[int], list[int]]:
+        "Record `i` as the model sees it: token ids and labels."
+        return record_tokens(self.tokenizer, self.dataset[i]["messages"], self.chat_template, self.assistant_only)
+
+    def select(self, position: int):
+        "Show record `position`, rendered with the template, the trained-on tokens highlighted."
+        if not len(self.dataset):
+            self.record.value, self.where.value = "<i>no records</i>", "0 / 0"; return
+        self.position = max(0, min(position, len(self.dataset) - 1))
+        self.where.value = f"{self.position + 1} / {len(self.dataset)}"
+        self.record.value = record_html(self.tokenizer, *self.encoded(self.position),
+                                        self.dataset[self.position].get("source", f"row {self.position}"), self.max_length)
+
+    def values(self) -> dict:
+        "The panel's state as plain data."
+        return dict(format=self.format.name, template=self.template_name, records=len(self.dataset), position=self.position,
+                    problems=dict(self.report.problems) if self.report else {})
+
+    def _ipython_display_(self): display(self.widget)

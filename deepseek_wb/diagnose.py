@@ -1,4 +1,4 @@
-"""What is going wrong in a run, with the evidence and a corrected config: loss oscillation, gradient explosion and NaN, vanishing gradients, fp16 loss-scale collapse, out of memory, an LR curve off its schedule, drifting activations, a throughput drop.
+"""What is going wrong in a run, with the evidence and a corrected config: loss oscillation, gradient explosion and NaN, vanishing gradients, fp16 loss-scale collapse, out of memory, an LR curve off its schedule, drifting activations, a throughput drop, expert collapse in a mixture-of-experts model.
 
 Docs: https://deepseek-wb.github.io/deepseek_wb/diagnose.html.md"""
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig, build_scheduler, hf_config, plan_for, read_config_file
+from .config import RunConfig, build_scheduler, config_fields, hf_config, plan_for, read_config_file
 from .core import RunPaths, read_bounded
 from .metrics import Metrics, read_metrics
 
@@ -24,9 +24,10 @@ from .metrics import Metrics, read_metrics
 __all__ = ['RESUMABLE', 'WINDOW', 'MIN_POINTS', 'SETTLE', 'OSCILLATION', 'MIN_SWING', 'EXPLOSION', 'SPIKES_IN_A_ROW',
            'SPIKES_IN_WINDOW', 'VANISHING', 'MIN_LOSS_SCALE', 'SCALE_FALL', 'SCALE_SEARCH', 'LR_TOLERANCE',
            'ACT_STD_RATIO', 'ACT_SATURATION', 'ACT_PERSIST', 'THROUGHPUT_DROP', 'SCHEDULES', 'PLAN_LAYERS', 'OOM',
-           'CHECKS', 'MAX_LOGS', 'MAX_FILE', 'Finding', 'settled_from', 'check_oscillation', 'check_explosion',
-           'check_vanishing', 'check_loss_scale', 'check_oom', 'expected_lr', 'check_lr', 'check_activations',
-           'check_throughput', 'check_unreadable', 'diagnose', 'findings_table']
+           'MOE_PERSIST', 'DEAD_SHARE', 'MIN_EXPECTED', 'DOMINANT', 'NEAR_MAX', 'CHECKS', 'MAX_LOGS', 'MAX_FILE',
+           'Finding', 'settled_from', 'check_oscillation', 'check_explosion', 'check_vanishing', 'check_loss_scale',
+           'check_oom', 'expected_lr', 'check_lr', 'check_activations', 'check_throughput', 'check_unreadable',
+           'check_expert_collapse', 'diagnose', 'findings_table']
 
 # %% ../nbs/32_diagnose.ipynb #670436b0
 RESUMABLE = {"gradient_clipping", "gradient_checkpointing", "checkpoint_every", "eval_every", "log_every",
@@ -287,8 +288,70 @@ def check_unreadable(m: Metrics, cfg: RunConfig | None, **_) -> Finding | None:
                    dict(bad_lines=m.bad_lines, resumes=crashes), {},
                    "something besides the job writes to metrics.jsonl, or the file was damaged: the charts and checks leave those lines out")
 
+# %% ../nbs/32_diagnose.ipynb #e1ef2d81
+MOE_PERSIST = 3      # a collapse is seen in each of a layer's last this many settled moe records
+DEAD_SHARE = 0.01    # an expert under this share of its fair load (1 / experts) is dead,
+MIN_EXPECTED = 20    # ... judged where a fair share is at least this many assignments (fewer: a zero may be chance)
+DOMINANT = 3.0       # an expert at this many times the mean load takes most of the tokens,
+NEAR_MAX = 0.9       # ... or at this share of the most there can be (experts / top_k), for a layer of few experts
+
+def _collapse(name: str, l, since: int) -> dict | None:
+    "The evidence of collapse in MoE layer `l`'s recent settled records; None where it is healthy or too early."
+    keep = l.step > since
+    if keep.sum() < MOE_PERSIST: return None
+    load, imbalance, tokens = l.load[keep][-MOE_PERSIST:], l.imbalance[keep][-MOE_PERSIST:], l.tokens[keep][-MOE_PERSIST:]
+    n = load.shape[1]
+    dead = np.flatnonzero((load < DEAD_SHARE / n).all(0)) if (tokens / n >= MIN_EXPECTED).all() else np.zeros(0, int)
+    most = n / l.top_k if l.top_k else np.inf  # the imbalance when every token goes to the same experts
+    dominant = most > 1 and bool((imbalance >= min(DOMINANT, NEAR_MAX * most)).all())
+    if not len(dead) and not dominant: return None
+    top = int(np.nanargmax(load[-1])) if not np.isnan(load[-1]).all() else 0
+    return dict(layer=name, steps=[int(l.step[keep][-MOE_PERSIST]), int(l.step[keep][-1])], dead=dead.tolist()[:64],
+                dominant=dominant, top_expert=top, imbalance=[round(float(v), 3) for v in imbalance],
+                load=[round(float(v), 4) for v in load[-1][:64]], top_k=l.top_k)
+
+# %% ../nbs/32_diagnose.ipynb #b661a6d0
+def _hf_fields(family: str) -> set[str]:
+    "The fields of the Hugging Face config class of model family `family` (none for a family transformers does not know)."
+    from transformers import CONFIG_MAPPING
+    try: return config_fields(CONFIG_MAPPING[family])
+    except KeyError: return set()
+
+def _moe_fixes(cfg: RunConfig | None) -> tuple[dict, str]:
+    "The config changes and the advice for a collapsed router of `cfg`'s model family."
+    advice = "halve the learning rate (optimizer.lr) and lengthen the warmup (schedule.warmup_steps)"
+    changes = {**_half_lr(cfg)}
+    if cfg and (warmup := max(2 * cfg.schedule.warmup_steps, cfg.max_steps // 10)) > cfg.schedule.warmup_steps:
+        changes["schedule.warmup_steps"] = warmup
+    fields = _hf_fields(cfg.model.family) if cfg else set()
+    if "router_aux_loss_coef" in fields:
+        given = cfg.model.config_overrides
+        coef = given.get("router_aux_loss_coef")
+        coef = coef if isinstance(coef, (int, float)) and not isinstance(coef, bool) else 0.0
+        coef = float(f"{max(0.01, 2 * coef if given.get('output_router_logits') is True else coef):.3g}")  # on already: twice as strong
+        changes.update({"model.config_overrides.output_router_logits": True, "model.config_overrides.router_aux_loss_coef": coef})
+        return changes, f"turn on the load-balancing loss (model.config_overrides: output_router_logits true, router_aux_loss_coef {coef:g}); " + advice
+    if not cfg or "n_group" in fields:
+        advice += ("; a DeepSeek model built by transformers has no balancing loss and keeps its routing bias "
+                   "(e_score_correction_bias) fixed, where DeepSeek nudges it against each expert's load every step")
+    if not cfg: advice += "; Mixtral- and Qwen-MoE-style models balance with output_router_logits and router_aux_loss_coef"
+    return changes, advice
+
+# %% ../nbs/32_diagnose.ipynb #895dfc81
+def check_expert_collapse(m: Metrics, cfg: RunConfig | None, **_) -> Finding | None:
+    "Dead experts, or one expert taking most tokens, in a MoE layer's recent settled moe records."
+    since = settled_from(m, cfg)
+    hits = [e for name, l in m.moe.items() if (e := _collapse(name, l, since))]
+    if not hits: return None
+    h = hits[0]
+    what = ([f"experts {', '.join(map(str, h['dead'][:8]))} get no tokens"] if h["dead"] else []) + (
+            [f"expert {h['top_expert']} carries {h['imbalance'][-1]:.3g}x the mean load"] if h["dominant"] else [])
+    changes, advice = _moe_fixes(cfg)
+    return Finding("expert_collapse", "warn", f"{len(hits)} MoE layer(s) collapsed; {h['layer']}: {' and '.join(what)} over steps {h['steps'][0]}-{h['steps'][1]}",
+                   dict(layers=hits[:16]), changes, advice)
+
 CHECKS = [check_explosion, check_loss_scale, check_oom, check_oscillation, check_vanishing, check_lr, check_activations,
-          check_throughput, check_unreadable]
+          check_throughput, check_expert_collapse, check_unreadable]
 
 # %% ../nbs/32_diagnose.ipynb #ddff3719
 MAX_LOGS = 16       # log files read for the cause of a failure

@@ -1,4 +1,4 @@
-"""The monitor's charts as plain Plotly figures: loss, learning rate, gradient norm, loss scale, throughput, memory and per-layer activations, for one run or several overlaid.
+"""The monitor's charts as plain Plotly figures: loss, learning rate, gradient norm, loss scale, throughput, memory, per-layer activations and the expert load of mixture-of-experts layers, for one run or several overlaid.
 
 Docs: https://deepseek-wb.github.io/deepseek_wb/figures.html.md"""
 
@@ -17,7 +17,8 @@ from plotly.subplots import make_subplots
 from .metrics import Metrics, downsample, read_metrics, smooth
 
 # %% auto #0
-__all__ = ['PANELS', 'HEALTHY_GRAD_NORM', 'panel_traces', 'panel_figure', 'dashboard', 'overview', 'compare']
+__all__ = ['PANELS', 'HEALTHY_GRAD_NORM', 'panel_traces', 'panel_figure', 'dashboard', 'overview', 'compare', 'moe_layer',
+           'moe_axis_title', 'moe_traces']
 
 # %% ../nbs/33_figures.ipynb #35471152
 PANELS = {  # name: (title, y axis title, log y)
@@ -29,6 +30,8 @@ PANELS = {  # name: (title, y axis title, log y)
     "memory": ("Memory", "MB", False),
     "activations": ("Activation std per layer", "layer", False),
     "act_hist": ("Activation distribution per layer (latest)", "layer", False),
+    "moe": ("Expert load: share of tokens per expert, one MoE layer", "expert", False),
+    "moe_imbalance": ("MoE imbalance: max / mean expert load", "max / mean", False),
 }
 HEALTHY_GRAD_NORM = (0.1, 10.0)
 
@@ -40,8 +43,8 @@ def _xy(df, col, max_points):
     if col not in df or not len(df): return np.zeros(0), np.zeros(0)
     return downsample(df["step"].to_numpy(), df[col].to_numpy(dtype=float), max_points)
 
-def panel_traces(m: Metrics, panel: str, max_points: int = 2000, smoothing: float = 0.6) -> list[dict]:
-    "The traces of `panel` for the run `m`: dicts of trace properties (type, name, x, y, ...)."
+def panel_traces(m: Metrics, panel: str, max_points: int = 2000, smoothing: float = 0.6, layer: str | None = None) -> list[dict]:
+    "The traces of `panel` for the run `m`: dicts of trace properties (type, name, x, y, ...); `layer`: the MoE layer the moe panels show."
     train, ev = m.train, m.eval
     line = lambda name, x, y, **kw: dict(type="scatter", mode="lines", name=name, x=x, y=y, **kw)
     if panel == "loss":
@@ -70,6 +73,7 @@ def panel_traces(m: Metrics, panel: str, max_points: int = 2000, smoothing: floa
         z = a.hist[-1] if len(a.step) else [[]]
         return [dict(type="heatmap", name="share", x=centers, y=[_text(l) for l in a.layers], z=z, colorscale="Blues", colorbar=dict(title="share"),
                      hovertemplate="%{y}<br>x in bin %{x:.2f}<br>share %{z:.3f}<extra></extra>")]
+    if panel in ("moe", "moe_imbalance"): return moe_traces(m, panel, moe_layer(m, layer), max_points)
     raise ValueError(f"unknown panel {panel!r}: one of {', '.join(PANELS)}")
 
 def _axes(fig, panel, row=None, col=None):
@@ -80,25 +84,29 @@ def _axes(fig, panel, row=None, col=None):
     if panel == "lr": fig.update_yaxes(tickformat=".2~e", **kw)
     if panel == "grad_norm":
         fig.add_hrect(y0=HEALTHY_GRAD_NORM[0], y1=HEALTHY_GRAD_NORM[1], fillcolor="green", opacity=0.08, line_width=0, **kw)
+    if panel == "moe_imbalance": fig.add_hline(y=1, line_dash="dot", line_color="green", **kw)  # every expert its fair share
 
-def panel_figure(m: Metrics, panel: str, max_points: int = 2000, smoothing: float = 0.6, height: int = 280) -> go.Figure:
+def panel_figure(m: Metrics, panel: str, max_points: int = 2000, smoothing: float = 0.6, height: int = 280,
+                 layer: str | None = None) -> go.Figure:
     "One panel as a plain figure."
     fig = go.Figure(layout=dict(title=dict(text=PANELS[panel][0], font=dict(size=14)), height=height, template="plotly_white",
                                 margin=dict(l=50, r=20, t=40, b=40), uirevision=panel, legend=dict(orientation="h", y=-0.25)))
-    for tr in panel_traces(m, panel, max_points, smoothing): fig.add_trace(tr)
+    for tr in panel_traces(m, panel, max_points, smoothing, layer): fig.add_trace(tr)
     _axes(fig, panel)
+    if panel == "moe": fig.update_yaxes(title_text=moe_axis_title(m, layer))
     if panel == "throughput": fig.update_layout(yaxis2=dict(title="samples/s", overlaying="y", side="right"))
     return fig
 
 # %% ../nbs/33_figures.ipynb #78aab458
 def _has_data(m: Metrics, panel: str) -> bool:
     if panel in ("activations", "act_hist"): return len(m.act.step) > 0
+    if panel in ("moe", "moe_imbalance"): return bool(m.moe)
     col = {"memory": "mem_mb", "throughput": "tokens_per_s"}.get(panel, panel)
     return col in m.train and m.train[col].notna().any()
 
 def dashboard(m: Metrics, panels=tuple(PANELS), max_points: int = 2000, smoothing: float = 0.6,
-              row_height: int = 300) -> tuple[go.Figure, dict[str, slice]]:
-    "One figure of `panels`, two to a row, and the slice of `fig.data` that belongs to each panel."
+              row_height: int = 300, layer: str | None = None) -> tuple[go.Figure, dict[str, slice]]:
+    "One figure of `panels`, two to a row, and the slice of `fig.data` that belongs to each panel (`layer`: the MoE layer shown)."
     rows = -(-len(panels) // 2)
     fig = make_subplots(rows=rows, cols=2, subplot_titles=[PANELS[p][0] for p in panels],
                         specs=[[{"secondary_y": True}] * 2] * rows, vertical_spacing=0.25 / rows, horizontal_spacing=0.12)
@@ -106,7 +114,7 @@ def dashboard(m: Metrics, panels=tuple(PANELS), max_points: int = 2000, smoothin
     for i, panel in enumerate(panels):
         r, c = i // 2 + 1, i % 2 + 1
         first = len(fig.data)
-        for tr in panel_traces(m, panel, max_points, smoothing):
+        for tr in panel_traces(m, panel, max_points, smoothing, layer):
             second = tr.pop("yaxis", None) == "y2"
             if tr["type"] == "heatmap":
                 tr["colorbar"] = dict(tr["colorbar"], len=0.8 / rows, y=1 - (r - 0.5) / rows, x=1.0 if c == 2 else 0.44, thickness=10)
@@ -114,6 +122,7 @@ def dashboard(m: Metrics, panels=tuple(PANELS), max_points: int = 2000, smoothin
             fig.add_trace(tr, row=r, col=c, secondary_y=second)
         slices[panel] = slice(first, len(fig.data))
         _axes(fig, panel, r, c)
+        if panel == "moe": fig.update_yaxes(title_text=moe_axis_title(m, layer), row=r, col=c, secondary_y=False)
         if panel == "throughput": fig.update_yaxes(title_text="samples/s", row=r, col=c, secondary_y=True)
     fig.update_layout(height=row_height * rows, template="plotly_white", showlegend=False, uirevision="monitor",
                       margin=dict(l=50, r=20, t=60, b=40))
@@ -144,3 +153,37 @@ def compare(runs, metric: str = "loss", smoothing: float = 0.6, max_points: int 
         dx, dy = downsample(x, y, max_points)
         fig.add_scatter(x=dx, y=dy, mode="lines" if kind == "train" else "lines+markers", name=name, line=dict(color=color), legendgroup=name)
     return fig
+
+# %% ../nbs/33_figures.ipynb #86299da1
+def moe_layer(m: Metrics, layer: str | None = None) -> str | None:
+    "`layer` if the run logged it, else the MoE layer with the highest latest imbalance; None for a run without moe lines."
+    if layer in m.moe: return layer
+    latest = {name: l.imbalance[-1] for name, l in m.moe.items()}
+    return max(latest, key=lambda n: -np.inf if np.isnan(latest[n]) else latest[n], default=None)
+
+def moe_axis_title(m: Metrics, layer: str | None = None) -> str:
+    "The y axis title of the `moe` panel: which layer it shows."
+    return f"expert of {_text(moe_layer(m, layer) or 'no MoE layer yet')}"
+
+def _max_over_layers(m: Metrics) -> tuple[np.ndarray, np.ndarray]:
+    "The highest imbalance over the MoE layers at each step any of them was logged (NaN left out)."
+    if not m.moe: return np.zeros(0, int), np.zeros(0)
+    step = np.concatenate([l.step for l in m.moe.values()])
+    value = np.concatenate([l.imbalance for l in m.moe.values()])
+    order = np.argsort(step, kind="stable")
+    steps, first = np.unique(step[order], return_index=True)
+    return steps, np.fmax.reduceat(value[order], first)
+
+def moe_traces(m: Metrics, panel: str, layer: str | None, max_points: int = 2000) -> list[dict]:
+    "The traces of the `moe` panel (a heatmap of `layer`'s expert load) or `moe_imbalance` (that layer's and the highest)."
+    l = m.moe.get(layer) if layer else None
+    name = _text(layer or "")
+    if panel == "moe":
+        keep = np.unique(np.linspace(0, len(l.step) - 1, min(len(l.step), max_points)).astype(int)) if l is not None else []
+        return [dict(type="heatmap", name=name, x=l.step[keep] if l is not None else [], y=np.arange(l.load.shape[1]) if l is not None else [],
+                     z=l.load[keep].T if l is not None else [[]], zmin=0, colorscale="Viridis", colorbar=dict(title="share"),
+                     hovertemplate="%{fullData.name}<br>step %{x}<br>expert %{y}<br>share %{z:.3f}<extra></extra>")]
+    line = lambda n, x, y, **kw: dict(type="scatter", mode="lines", name=n, x=x, y=y, **kw)
+    x, y = downsample(l.step, l.imbalance, max_points) if l is not None else (np.zeros(0), np.zeros(0))
+    return [line("highest over layers", *downsample(*_max_over_layers(m), max_points), line=dict(color="#d62728")),
+            line(name, x, y, line=dict(color="#1f77b4"))]

@@ -24,8 +24,9 @@ import pyarrow.json as pj
 from .core import HIST_EDGES, RunPaths
 
 # %% auto #0
-__all__ = ['NUMERIC', 'SCHEMA', 'BLOCK', 'STEPPED', 'MAX_FIELDS', 'MAX_LAYERS', 'MAX_READ', 'PY_LINES', 'LAYER_COLUMNS', 'BINS',
-           'LineParser', 'parse_lines', 'Activations', 'Metrics', 'read_metrics', 'downsample', 'smooth']
+__all__ = ['NUMERIC', 'SCHEMA', 'BLOCK', 'STEPPED', 'MAX_FIELDS', 'MAX_LAYERS', 'MAX_EXPERTS', 'MAX_READ', 'PY_LINES',
+           'LAYER_COLUMNS', 'MOE_COLUMNS', 'BINS', 'LineParser', 'parse_lines', 'Activations', 'MoeLayer',
+           'moe_entries', 'Metrics', 'read_metrics', 'downsample', 'smooth']
 
 # %% ../nbs/31_metrics.ipynb #d6f6fcef
 NUMERIC = ("time", "loss", "accuracy", "lr", "grad_norm", "loss_scale", "tokens_per_s", "samples_per_s",
@@ -34,18 +35,20 @@ SCHEMA = pa.schema([("kind", pa.string()), ("step", pa.int64()), ("epoch", pa.in
                     ("skipped_steps", pa.int64()), ("tokens", pa.int64()), ("event", pa.string())]
                    + [(name, pa.float64()) for name in NUMERIC])
 BLOCK = 4 << 20      # Arrow parses in blocks of this many bytes; a longer line is read in Python
-STEPPED = ("train", "eval", "act")  # kinds whose lines are points on the step axis: without a step they are no line of ours
+STEPPED = ("train", "eval", "act", "moe")  # kinds whose lines are points on the step axis: without a step they are no line of ours
 MAX_FIELDS = 16      # fields beyond SCHEMA a file may add (a newer writer's metrics); names past these are left out and counted
 MAX_LAYERS = 1024    # the layers of act lines: those of the file's first act line, at most this many; others left out and counted
+MAX_EXPERTS = 4096   # experts of one MoE layer in a moe line: a load longer than this is no line of ours
 MAX_READ = 32 << 20  # bytes one `Metrics.update` reads at most; the rest waits for the next call
 PY_LINES = 64        # a piece of at most this many lines is read line by line in Python
 _ROWS_PER_TABLE = 4096  # rows read in Python go into tables of this many: a table per small piece costs more than its rows
 LAYER_COLUMNS = ("layer_mean", "layer_std", "layer_hist")  # an act line's statistics: (layers,), (layers,), (layers x bins,)
+MOE_COLUMNS = ("moe_layer", "moe_load", "moe_imbalance", "moe_tokens")  # a moe line's layers: index in parser.moe_layers, loads (concatenated), imbalance, tokens
 BINS = len(HIST_EDGES) - 1
 
 _EMPTY = pa.table({"kind": pa.array([], pa.string())})
 _TYPES = {f.name: f.type for f in SCHEMA}
-_RESERVED = {"layers", "_line", *LAYER_COLUMNS}  # names the reader gives meaning to: never a learned field
+_RESERVED = {"layers", "_line", *LAYER_COLUMNS, *MOE_COLUMNS}  # names the reader gives meaning to: never a learned field
 
 def _encodable(s: str) -> bool:
     "Whether `s` is valid Unicode (JSON lets a lone surrogate through; Arrow's strings cannot hold one)."
@@ -83,12 +86,14 @@ class LineParser:
     def __init__(self):
         self.fields: dict[str, pa.DataType] = {}  # at most MAX_FIELDS, each typed by its first value
         self.layers: list[str] | None = None      # from the first act line that reads, at most MAX_LAYERS
+        self.moe_layers: dict[str, tuple[int, int, int | None]] = {}  # MoE layer -> (index, experts, top_k) from the first moe line naming it, at most MAX_LAYERS
         self.ignored_fields = self.ignored_layers = 0  # values left out: past the caps, or lists and objects beyond SCHEMA
 
-    def schema(self, act: bool = False, line: bool = False) -> pa.Schema:
-        "The columns of parsed lines: SCHEMA, the fields learned so far, and the act statistics and line numbers if asked."
+    def schema(self, act: bool = False, line: bool = False, moe: bool = False) -> pa.Schema:
+        "The columns of parsed lines: SCHEMA, the fields learned so far, and the act statistics, line numbers and moe loads if asked."
         return pa.schema(list(SCHEMA) + list(self.fields.items()) + [(c, pa.list_(pa.float64())) for c in LAYER_COLUMNS if act]
-                         + ([("_line", pa.int64())] if line else []))
+                         + ([("_line", pa.int64())] if line else [])
+                         + [(c, pa.list_(pa.int32() if c == "moe_layer" else pa.float64())) for c in MOE_COLUMNS if moe])
 
     def _layers(self, layers) -> dict | None:
         "An act line's statistics as LAYER_COLUMNS lists over the file's layers; None where they do not read."
@@ -123,9 +128,12 @@ class LineParser:
             if kind == "act":
                 if (stats := self._layers(rec.get("layers"))) is None: return None
                 row.update(stats)
+            if kind == "moe":
+                if (entries := moe_entries(self, rec.get("layers"))) is None: return None
+                row.update(entries)
         except (TypeError, ValueError, OverflowError, RecursionError): return None  # JSON, UTF-8, nesting, a field that does not convert
         for k, v in rec.items():
-            if k in _TYPES or k == "layers" and kind == "act": continue
+            if k in _TYPES or k == "layers" and kind in ("act", "moe"): continue
             if (t := self.fields.get(k)) is None:
                 t = _learned_type(v)
                 if t is None or k in _RESERVED or len(self.fields) >= MAX_FIELDS or not _encodable(k):
@@ -144,16 +152,17 @@ class LineParser:
 
     def table(self, rows: list[dict]) -> pa.Table:
         "Rows from `rows()` as one table."
-        return pa.Table.from_pylist(rows, self.schema(act=any("layer_mean" in r for r in rows), line=True))
+        return pa.Table.from_pylist(rows, self.schema(act=any("layer_mean" in r for r in rows), line=True,
+                                                      moe=any("moe_layer" in r for r in rows)))
 
 # %% ../nbs/31_metrics.ipynb #33177f7f
-_NESTED = re.compile(rb"\{[^\n]*\{")  # a line with an object inside: an act line, or keys Arrow would widen into a column each
+_NESTED = re.compile(rb"\{[^\n]*\{")  # a line with an object inside: an act or moe line, or keys Arrow would widen into a column each
 
 def _checked(t: pa.Table) -> tuple[pa.Table, int]:
     "`t` (from Arrow) without the rows no writer of ours produces, and their count."
     kind, step = t.column("kind"), t.column("step")
     stepped = pc.fill_null(pc.is_in(kind, value_set=pa.array(STEPPED)), False)
-    act = pc.fill_null(pc.equal(kind, "act"), False)  # an act line's layers never come through Arrow: it has none
+    act = pc.fill_null(pc.is_in(kind, value_set=pa.array(["act", "moe"])), False)  # act and moe lines' layers never come through Arrow: it has none
     skipped = t.column("skipped_steps")
     overskipped = pc.fill_null(pc.and_(pc.equal(kind, "train"), pc.or_(pc.less(skipped, 0), pc.greater(skipped, step))), False)
     ok = pc.and_(pc.and_(pc.is_valid(kind), pc.or_(pc.is_valid(step), pc.invert(stepped))),
@@ -252,6 +261,61 @@ def _activations(t: pa.Table | None, layers: list[str]) -> Activations:
     return Activations(t.column("step").to_numpy(), list(layers), flat("layer_mean").reshape(n, width),
                        flat("layer_std").reshape(n, width), hist, edges)
 
+# %% ../nbs/31_metrics.ipynb #00ed4108
+class MoeLayer(NamedTuple):
+    "One MoE layer's expert load over time."
+    step: np.ndarray       # (n,) the steps it was logged at
+    load: np.ndarray       # (n, experts): share of the routed tokens per expert
+    imbalance: np.ndarray  # (n,): largest load over the mean load
+    tokens: np.ndarray     # (n,): token-to-expert assignments counted (tokens x top_k)
+    top_k: int | None      # experts per token, where the lines say
+
+def _int(v) -> int | None:
+    "`v` if it is a count of experts (a top_k from disk), else None."
+    return v if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_EXPERTS else None
+
+def moe_entries(parser: LineParser, layers) -> dict | None:
+    "A moe line's layers as MOE_COLUMNS, new layers learned by `parser`; None where they do not read."
+    if not isinstance(layers, dict) or not layers: return None
+    for s in layers.values():
+        load = s.get("load") if isinstance(s, dict) else None
+        if not (isinstance(load, list) and 0 < len(load) <= MAX_EXPERTS and all(x is not None and _number(x) for x in load)
+                and _number(s.get("imbalance")) and _number(s.get("tokens"))): return None
+    row = {c: [] for c in MOE_COLUMNS}
+    for name, s in layers.items():
+        known, n = parser.moe_layers.get(name), len(s["load"])
+        if known is None and len(parser.moe_layers) < MAX_LAYERS and _encodable(name):
+            parser.moe_layers[name] = known = (len(parser.moe_layers), n, _int(s.get("top_k")))
+        if known is None or known[1] != n: parser.ignored_layers += 1; continue  # past the cap, or not the layer's expert count
+        row["moe_layer"].append(known[0])
+        row["moe_load"].extend(float(x) for x in s["load"])
+        row["moe_imbalance"].append(float("nan") if s.get("imbalance") is None else float(s["imbalance"]))
+        row["moe_tokens"].append(float("nan") if s.get("tokens") is None else float(s["tokens"]))
+    return row
+
+def _natural(name: str) -> list:
+    "A sort key that puts layers.2 before layers.10."
+    return [int(p) if i % 2 else p for i, p in enumerate(re.split(r"([0-9]+)", name))]
+
+# %% ../nbs/31_metrics.ipynb #e7af5b1d
+def _moe_layers(t: pa.Table | None, known: dict) -> dict[str, MoeLayer]:
+    "The moe rows of `t` per layer of `known` (parser.moe_layers), in layer order."
+    if t is None or t.num_rows == 0 or "moe_layer" not in t.column_names: return {}
+    flat = lambda c: pc.list_flatten(t.column(c)).to_numpy(zero_copy_only=False)
+    layer, load, imbalance, tokens = flat("moe_layer").astype(np.int64), flat("moe_load"), flat("moe_imbalance"), flat("moe_tokens")
+    per_row = pc.fill_null(pc.list_value_length(t.column("moe_layer")), 0).to_numpy(zero_copy_only=False)
+    step = np.repeat(t.column("step").to_numpy(), per_row)  # the step of each entry
+    names = sorted(known, key=lambda n: known[n][0])
+    experts = np.array([known[n][1] for n in names], dtype=np.int64)
+    start = np.cumsum(experts[layer]) - experts[layer]  # where each entry's loads begin in `load`
+    order = np.argsort(layer, kind="stable")  # entries grouped by layer, in file order within each
+    bounds = np.searchsorted(layer[order], np.arange(len(names) + 1))
+    out = {}
+    for j in sorted(range(len(names)), key=lambda j: _natural(names[j])):
+        e = order[bounds[j]:bounds[j + 1]]
+        if len(e): out[names[j]] = MoeLayer(step[e], load[start[e][:, None] + np.arange(experts[j])], imbalance[e], tokens[e], known[names[j]][2])
+    return out
+
 # %% ../nbs/31_metrics.ipynb #9abbdab9
 class Metrics:
     "The metrics of one run, read incrementally from its metrics.jsonl."
@@ -264,7 +328,7 @@ class Metrics:
         self.offset, self.lines, self.bad_lines, self.truncations = 0, 0, 0, 0
         self.more, self._skipping = False, False  # more: the file held more than one read takes; skipping: inside a line past max_read
         self.parser = LineParser()  # the fields and layers this file has shown so far
-        self._parts: dict[str, list[pa.Table]] = {"train": [], "eval": [], "act": [], "event": []}
+        self._parts: dict[str, list[pa.Table]] = {"train": [], "eval": [], "act": [], "moe": [], "event": []}
         self._cache: dict[str, object] = {}
 
     def update(self, to_end: bool = False) -> int:
@@ -321,6 +385,7 @@ class Metrics:
         for kind, parts in self._parts.items():
             rows = part.filter(pc.fill_null(pc.equal(kinds, kind), False))
             if kind != "act": rows = rows.drop_columns([c for c in LAYER_COLUMNS if c in rows.column_names])
+            if kind != "moe": rows = rows.drop_columns([c for c in MOE_COLUMNS if c in rows.column_names])
             if rows.num_rows:
                 parts.append(rows)
                 self._cache.pop(kind, None)  # only what grew is rebuilt: the monitor reads after every append
@@ -329,7 +394,7 @@ class Metrics:
         if step is None: return
         self._cache.clear()
         self.truncations += 1
-        for kind in ("train", "eval", "act"):
+        for kind in ("train", "eval", "act", "moe"):
             t = self._table(kind)
             if t is not None and t.num_rows: self._parts[kind] = [t.filter(pc.fill_null(pc.less_equal(t.column("step"), step), True))]
 
@@ -363,6 +428,12 @@ class Metrics:
         "Per-layer activation statistics."
         if "act" not in self._cache: self._cache["act"] = _activations(self._table("act"), self.parser.layers or [])
         return self._cache["act"]
+
+    @property
+    def moe(self) -> dict[str, MoeLayer]:
+        "Per MoE layer (in layer order) its expert load over the steps it was logged at; empty for a dense model."
+        if "moe" not in self._cache: self._cache["moe"] = _moe_layers(self._table("moe"), self.parser.moe_layers)
+        return self._cache["moe"]
 
     @property
     def events(self) -> list[dict]:

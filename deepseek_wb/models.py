@@ -71,7 +71,7 @@ def build_base(cfg: RunConfig, tokenizer=None) -> torch.nn.Module:
     if m.task == "classification": hf.num_labels = m.num_labels
     with no_custom_code(m.path):  # `hf` may carry the folder's auto_map: no code of the folder is run, whatever it says
         model = _auto_class(m.task).from_pretrained(model_dir(m), config=hf, trust_remote_code=False,
-                                                    **({"use_safetensors": True} if is_hub_id(m.path) else {})) if m.path \
+                                                    use_safetensors=True) if m.path \
             else _auto_class(m.task).from_config(hf, trust_remote_code=False)
     if tokenizer is not None:
         if len(tokenizer) > model.get_input_embeddings().num_embeddings: model.resize_token_embeddings(len(tokenizer))

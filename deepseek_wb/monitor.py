@@ -1,4 +1,4 @@
-"""The live panel of a run in the notebook: Plotly charts that follow the job without blocking the kernel, progress with ETA, state and last log line, Stop and Checkpoint-now buttons, and the diagnosis with one-click corrected configs.
+"""The live panel of a run in the notebook: Plotly charts that follow the job without blocking the kernel (with the expert load of a mixture-of-experts model), progress with ETA, state and last log line, Stop and Checkpoint-now buttons, and the diagnosis with one-click corrected configs.
 
 Docs: https://deepseek-wb.github.io/deepseek_wb/monitor.html.md"""
 
@@ -23,18 +23,19 @@ from fastcore.basics import patch_to
 from .config import RunConfig, read_config_file
 from .core import new_run_id, read_bounded
 from .diagnose import Finding, diagnose, findings_table
-from .figures import PANELS, compare, dashboard, overview, panel_traces
+from .figures import PANELS, compare, dashboard, moe_axis_title, moe_layer, overview, panel_traces
 from .jobs import Job, launch, rank0_log
 from .metrics import Metrics, downsample, read_metrics, smooth
 
 # %% auto #0
-__all__ = ['ENDED', 'DEFAULT_PANELS', 'STEP_LIMIT', 'BADGE', 'STOP_TIP', 'Monitor', 'read_metrics', 'diagnose', 'compare',
-           'overview', 'downsample', 'smooth', 'Finding', 'findings_table']
+__all__ = ['ENDED', 'DEFAULT_PANELS', 'MOE_PANELS', 'STEP_LIMIT', 'BADGE', 'STOP_TIP', 'Monitor', 'read_metrics', 'diagnose',
+           'compare', 'overview', 'downsample', 'smooth', 'Finding', 'findings_table']
 
 # %% ../nbs/42_monitor.ipynb #1b91e457
 _all_ = ["read_metrics", "diagnose", "compare", "overview", "downsample", "smooth", "Finding", "findings_table"]
 ENDED = ("finished", "failed", "stopped")
 DEFAULT_PANELS = ("loss", "lr", "grad_norm", "throughput", "memory", "activations", "act_hist")
+MOE_PANELS = ("moe", "moe_imbalance")  # added to the default panels once the run logs expert load
 
 STEP_LIMIT = 2 ** 53  # steps shown at most: a count from disk past this is no count of ours (and a browser's numbers end here)
 
@@ -69,7 +70,7 @@ class Monitor(widgets.VBox):
     def __init__(self, job: Job | str | Path, interval: float = 0.75, max_points: int = 2000, smoothing: float = 0.6,
                  panels: tuple[str, ...] | None = None, follow: bool = True, diagnose_every: float = 5.0):
         self.interval, self.max_points, self.smoothing, self.diagnose_every = interval, max_points, smoothing, diagnose_every
-        self._task = None
+        self._task, self._fixed_panels = None, panels is not None
         self._bind(job)
         fp16 = self.config is not None and self.config.precision == "fp16"
         self.panels = tuple(panels or DEFAULT_PANELS[:3] + (("loss_scale",) if fp16 else ()) + DEFAULT_PANELS[3:])
@@ -94,9 +95,11 @@ class Monitor(widgets.VBox):
                                         tooltip="apply a finding first").add_class("dswb-relaunch")
         self._relaunch.on_click(lambda _: self._relaunch_clicked())
         self._suggestion = widgets.HTML()
+        self._moe_select = widgets.Dropdown(description="MoE layer", options=[], layout=dict(width="45%", display="none"))
+        self._moe_select.observe(lambda c: None if self._choosing else self.select_layer(c["new"]), names="value")
         charts = widgets.Box([self.chart], layout=dict(width="100%")).add_class("dswb-charts").add_class("dswb-loss")  # loss first
         super().__init__([self._title, widgets.HBox([self._state, self._progress, self._eta]),
-                          widgets.HBox([self._stop, self._checkpoint, self._note]), self._log, charts, self._findings,
+                          widgets.HBox([self._stop, self._checkpoint, self._note]), self._log, charts, self._moe_select, self._findings,
                           widgets.HBox([self._choice, self._apply, self._relaunch]), self._suggestion])
         self.add_class("dswb-monitor")
         self.update(diagnosis=not follow, to_end=not follow)
@@ -110,6 +113,7 @@ class Monitor(widgets.VBox):
         self.applied: Finding | None = None     # the finding applied last
         self.suggested: RunConfig | None = None  # ... and the corrected config it gives
         self._diagnosed_at, self._drawn_lines, self._asked_checkpoint, self._drawn = 0.0, -1, None, {}
+        self.moe_layer, self._choosing = None, False  # the MoE layer the moe panels show (None: the most imbalanced)
 
     def _config(self) -> RunConfig | None:
         try: return RunConfig.from_dict(read_config_file(self.job.paths.config))  # bounded: size, depth; never a FIFO
@@ -119,19 +123,24 @@ class Monitor(widgets.VBox):
     def run_dir(self) -> Path: return self.job.run_dir
 
 # %% ../nbs/42_monitor.ipynb #195b1549
-def _sources(m: Metrics, panel: str) -> tuple:
-    "What a panel is drawn from, as row counts: a panel whose sources did not grow is not sent again."
-    rows = (len(m.act.step),) if panel in ("activations", "act_hist") else (len(m.train), len(m.eval)) if panel == "loss" else (len(m.train),)
+def _sources(m: Metrics, panel: str, layer: str | None = None) -> tuple:
+    "What a panel is drawn from, as row counts (and the MoE layer shown): a panel whose sources did not change is not sent again."
+    if panel in MOE_PANELS: rows = (sum(len(l.step) for l in m.moe.values()), moe_layer(m, layer))
+    elif panel in ("activations", "act_hist"): rows = (len(m.act.step),)
+    else: rows = (len(m.train), len(m.eval)) if panel == "loss" else (len(m.train),)
     return (m.truncations, *rows)  # a resume can replace rows without changing their count
 
 def _redraw(self: Monitor):
+    if self.metrics.moe and "moe" not in self.panels and not self._fixed_panels: _add_moe_panels(self)
     with self.chart.batch_update():  # one message to the browser per update
         for panel, where in self._slices.items():
-            if self._drawn.get(panel) == (sources := _sources(self.metrics, panel)): continue
-            for trace, new in zip(self.chart.data[where], panel_traces(self.metrics, panel, self.max_points, self.smoothing)):
-                trace.update({k: v for k, v in new.items() if k in ("x", "y", "z", "customdata")})
+            if self._drawn.get(panel) == (sources := _sources(self.metrics, panel, self.moe_layer)): continue
+            for trace, new in zip(self.chart.data[where], panel_traces(self.metrics, panel, self.max_points, self.smoothing, self.moe_layer)):
+                trace.update({k: v for k, v in new.items() if k in ("x", "y", "z", "customdata", "name")})
+            if panel == "moe": self.chart.layout["yaxis" + self.chart.data[where][0].yaxis[1:]].title.text = moe_axis_title(self.metrics, self.moe_layer)
             self._drawn[panel] = sources
     self._drawn_lines = self.metrics.lines
+    if "moe" in self.panels: _moe_choices(self)
 
 def _show_status(self: Monitor, status: dict):
     state = str(status.get("state", "unknown"))  # status.json is data from anyone: everything from it is escaped
@@ -182,6 +191,32 @@ def update(self, diagnosis: bool = True, to_end: bool = False) -> int:
     if diagnosis and (new or not self._diagnosed_at) and time.monotonic() - self._diagnosed_at >= self.diagnose_every:
         _show_findings(self)
     return new
+
+# %% ../nbs/42_monitor.ipynb #926c6f06
+def _add_moe_panels(self: Monitor):
+    "Add the MoE panels to the charts in place: the run has logged expert load."
+    self.panels += MOE_PANELS
+    fig, self._slices = dashboard(self.metrics, self.panels, self.max_points, self.smoothing, layer=self.moe_layer)
+    with self.chart.batch_update():
+        self.chart.data = []
+        self.chart.add_traces(list(fig.data))
+        self.chart.layout = fig.layout
+    self._drawn = {p: _sources(self.metrics, p, self.moe_layer) for p in self.panels}  # all drawn just now
+
+def _moe_choices(self: Monitor):
+    "Offer the run's MoE layers in the selector (layer names are text from disk: a Dropdown shows them as text)."
+    options = [("most imbalanced", "")] + [(name, name) for name in self.metrics.moe]
+    if list(self._moe_select.options) != options:
+        self._choosing = True  # the options change the value: that is no choice of the person's
+        try: self._moe_select.options, self._moe_select.value = options, self.moe_layer or ""
+        finally: self._choosing = False
+    self._moe_select.layout.display = None if self.metrics.moe else "none"  # switched to a run without expert load
+
+@patch_to(Monitor)
+def select_layer(self, layer: str | None):
+    "Show `layer` in the MoE panels (None or \"\": the most imbalanced layer)."
+    self.moe_layer = layer or None
+    _redraw(self)
 
 # %% ../nbs/42_monitor.ipynb #4a524c0f
 @patch_to(Monitor)

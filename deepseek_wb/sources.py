@@ -16,7 +16,7 @@ import datasets
 import numpy as np
 
 from .config import DEMO_SOURCES, DataConfig, SourceConfig
-from .data import DataError, column, demo_corpus
+from .data import DataError, _regular, column, demo_corpus
 
 # %% auto #0
 __all__ = ['LINEAGE', 'MAX_LINEAGE', 'file_fingerprint', 'content_fingerprint', 'rules_fingerprint', 'mix', 'load_sources',
@@ -34,7 +34,7 @@ def _files(folder: Path) -> list[Path]:
     out = []
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out += [Path(root)/n for n in sorted(names) if not n.startswith((".", "cache-")) and not (Path(root)/n).is_symlink()]
+        out += [Path(root)/n for n in sorted(names) if not n.startswith((".", "cache-")) and _regular(Path(root)/n)]
     return out
 
 def file_fingerprint(source: str) -> dict:
@@ -105,20 +105,26 @@ def read_lineage(run_dir: str | Path) -> dict | None:
     raw = read_bounded(Path(run_dir)/LINEAGE, MAX_LINEAGE + 1)
     if raw is None or len(raw) > MAX_LINEAGE: return None
     try: out = json.loads(raw)
-    except ValueError: return None
+    except (ValueError, RecursionError): return None
     return out if isinstance(out, dict) else None
 
-def _short(v) -> str: return str(v)[:12] if isinstance(v, str) else "-"
+def _short(v) -> str: return _plain(v[:12]) if isinstance(v, str) else "-"
+
+def _plain(v, limit: int = 200) -> str:
+    "`v` as one line of printable text: control characters (a terminal's escape sequences) shown escaped."
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(v)[:limit])
 
 def describe_lineage(lineage: dict) -> str:
     "The lineage as a few lines of text: each source with its weight, rows used, file and content fingerprints; the cleaning rules'."
     lines = []
-    items = [("train", s) for s in lineage.get("sources", []) if isinstance(s, dict)][:64]
+    sources = lineage.get("sources") if isinstance(lineage.get("sources"), list) else []
+    items = [("train", s) for s in sources if isinstance(s, dict)][:64]
     if isinstance(lineage.get("eval_source"), dict): items.append(("eval", lineage["eval_source"]))
     for role, s in items:
-        used = f"{s.get('rows_used', s.get('rows'))}/{s.get('rows')} rows" if role == "train" else f"{s.get('rows')} rows"
-        weight = f" weight {s.get('weight')}" if role == "train" else ""
-        lines.append(f"{role}: {str(s.get('source'))[:200]}{weight}, {used}, sha256 {_short(s.get('sha256'))}, "
+        used = f"{_plain(s.get('rows_used', s.get('rows')), 20)}/{_plain(s.get('rows'), 20)} rows" if role == "train" \
+            else f"{_plain(s.get('rows'), 20)} rows"
+        weight = f" weight {_plain(s.get('weight'), 20)}" if role == "train" else ""
+        lines.append(f"{role}: {_plain(s.get('source'))}{weight}, {used}, sha256 {_short(s.get('sha256'))}, "
                      f"content {_short(s.get('content'))}")
     clean = lineage.get("clean") if isinstance(lineage.get("clean"), dict) else {}
     lines.append(f"cleaning: {_short(clean.get('fingerprint'))}" if clean.get("fingerprint") else "cleaning: none")

@@ -1,4 +1,4 @@
-"""What a training job writes into its run directory: status, metrics lines, TensorBoard events, and per-layer activation statistics.
+"""What a training job writes into its run directory: status, metrics lines, TensorBoard events, per-layer activation statistics, and the load of each expert of a mixture-of-experts model.
 
 Docs: https://deepseek-wb.github.io/deepseek_wb/telemetry.html.md"""
 
@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 
 import torch
+from fastcore.basics import patch
 
 from .core import HIST_EDGES, RunPaths, append_jsonl, atomic_write_json, read_jsonl
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'TB_NAMES', 'BLOCK_SUFFIXES', 'end_torn_line', 'RunWriter', 'PrometheusExporter', 'ActivationStats']
+__all__ = ['SCHEMA_VERSION', 'TB_NAMES', 'BLOCK_SUFFIXES', 'ROUTER_NAMES', 'EXPERT_COUNT_NAMES', 'TOP_K_NAMES', 'end_torn_line',
+           'RunWriter', 'PrometheusExporter', 'ActivationStats', 'moe_routers', 'expert_load', 'MoeStats']
 
 # %% ../nbs/22_telemetry.ipynb #e8647a11
 SCHEMA_VERSION = 1
@@ -110,7 +113,7 @@ class PrometheusExporter:
     STATES = ["queued", "running", "finished", "failed", "stopped"]
     def __init__(self, port: int = 0, host: str = "127.0.0.1", run_id: str = "run"):
         from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, start_http_server
-        self.registry, labels = CollectorRegistry(), ["run_id"]
+        self.registry, labels, self.run_id = CollectorRegistry(), ["run_id"], run_id
         g = lambda name, doc: Gauge(f"deepseek_wb_{name}", doc, labels, registry=self.registry).labels(run_id)
         self.gauges = {  # train line field -> (gauge, scale)
             "loss": (g("loss", "training loss, mean over the last logging window"), 1),
@@ -177,3 +180,101 @@ class ActivationStats:
 
     def remove(self):
         for h in self.handles: h.remove()
+
+# %% ../nbs/22_telemetry.ipynb #ba9e0fee
+ROUTER_NAMES = ("gate", "router")  # what transformers' MoE blocks call their router, beside `experts`
+EXPERT_COUNT_NAMES = ("num_experts", "num_local_experts", "n_routed_experts")
+TOP_K_NAMES = ("top_k", "num_experts_per_tok")
+
+def _unwrapped(m):
+    "`m` without adapter wrappers (peft's LoRA layers keep the wrapped module as `base_layer`)."
+    while isinstance(getattr(m, "base_layer", None), torch.nn.Module): m = m.base_layer
+    return m
+
+def _first_int(objects, names) -> int | None:
+    "The first positive integer attribute of `objects` named one of `names`."
+    for obj in objects:
+        for name in names:
+            v = getattr(obj, name, None)
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0: return v
+    return None
+
+def moe_routers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module, int, int | None]]:
+    "(layer name, router, experts, top_k) of each MoE block of `model`: a module with `experts` beside a `gate` or `router`."
+    found = []
+    for name, block in model.named_modules():
+        experts = getattr(block, "experts", None)
+        router = next((r for n in ROUTER_NAMES if isinstance(r := getattr(block, n, None), torch.nn.Module)), None)
+        if not isinstance(experts, torch.nn.Module) or router is None: continue
+        where = (_unwrapped(router), _unwrapped(experts), block, getattr(block, "config", None), getattr(model, "config", None))
+        n = _first_int(where, EXPERT_COUNT_NAMES) or (len(experts) if isinstance(experts, torch.nn.ModuleList) else None)
+        if n: found.append((re.sub(r"^(base_model\.model\.)?(model\.)?", "", name), router, n, _first_int(where, TOP_K_NAMES)))
+    return found
+
+# %% ../nbs/22_telemetry.ipynb #2edb6811
+def expert_load(counts: list[float], top_k: int | None = None) -> dict:
+    "One MoE layer's entry of a moe line from its tokens per expert: load (shares), imbalance (max/mean), tokens, top_k."
+    total, n = sum(counts), len(counts)
+    return dict(load=[round(c / total, 6) for c in counts], imbalance=round(max(counts) * n / total, 4), tokens=int(total),
+                **({"top_k": top_k} if top_k else {}))
+
+# %% ../nbs/22_telemetry.ipynb #3558cc2b
+class MoeStats:
+    "Tokens routed to each expert of each MoE layer, counted on the device over the armed micro batches."
+    def __init__(self, model: torch.nn.Module):
+        self.armed, self.counts, self.handles = False, {}, []
+        self.layers = {}  # name -> (experts, top_k)
+        for name, router, n, k in moe_routers(model):
+            self.layers[name] = (n, k)
+            self.handles.append(router.register_forward_hook(self._hook(name, n)))
+
+    def _hook(self, name: str, n: int):
+        def hook(module, inputs, output):
+            if not self.armed or torch._C._current_graph_task_id() != -1: return  # -1: not inside a backward pass (a checkpoint's recompute)
+            outs = output if isinstance(output, (tuple, list)) else (output,)
+            idx = next((t for t in reversed(outs) if torch.is_tensor(t) and not t.is_floating_point() and t.dtype != torch.bool), None)
+            if idx is None: return  # a router of another shape: no indices to count
+            idx = idx.detach().reshape(-1).long().clamp(0, n)
+            if name not in self.counts: self.counts[name] = torch.zeros(n + 1, dtype=torch.long, device=idx.device)
+            self.counts[name].index_add_(0, idx, torch.ones_like(idx))
+        return hook
+
+    def arm(self):
+        "Count from now on (armed already: keep counting)."
+        self.armed = True
+
+    def collect(self, reduce=None) -> dict:
+        "Per layer the share of routed tokens per expert, the imbalance (max/mean) and the count since `arm()`; disarms. `reduce` sums a list of floats over ranks."
+        self.armed = False
+        device = next((c.device for c in self.counts.values()), "cpu")
+        flat = [self.counts[name][:n] if name in self.counts else torch.zeros(n, dtype=torch.long, device=device)
+                for name, (n, _) in self.layers.items()]
+        values = torch.cat(flat).tolist() if flat else []  # one read from the device for every layer
+        if reduce: values = reduce([float(v) for v in values])
+        self.counts, out, start = {}, {}, 0
+        for name, (n, k) in self.layers.items():
+            if sum(c := values[start:start + n]) > 0: out[name] = expert_load(c, k)
+            start += n
+        return out
+
+    def remove(self):
+        for h in self.handles: h.remove()
+
+# %% ../nbs/22_telemetry.ipynb #03ccb1bb
+@patch
+def moe(self: RunWriter, step: int, layers: dict):
+    "A moe line: per MoE layer the share of tokens per expert, the imbalance (max/mean) and the tokens counted."
+    if not self.active or not layers: return
+    self._line("moe", step=step, layers=layers)
+    if self.exporter: self.exporter.moe(layers)
+    if self.tb:
+        for name, s in layers.items(): self.tb.add_scalar(f"MoE/{name}/imbalance", s["imbalance"], step)
+
+@patch
+def moe(self: PrometheusExporter, layers: dict):
+    "Set the largest imbalance over `layers` (the gauge appears with the first moe line: a dense model has none)."
+    if not hasattr(self, "moe_imbalance"):
+        from prometheus_client import Gauge
+        self.moe_imbalance = Gauge("deepseek_wb_moe_imbalance_max", "largest expert load over the mean load, over the MoE layers",
+                                   ["run_id"], registry=self.registry).labels(self.run_id)
+    self.moe_imbalance.set(max(s["imbalance"] for s in layers.values()))

@@ -1,4 +1,4 @@
-"""Tokenizers trained locally or loaded from a directory, and tokenization into training sequences (packed or truncated), cached on disk.
+"""Tokenizers trained locally or loaded from a directory, and tokenization into training sequences (packed with per-example positions, or truncated), cached on disk; the causal-LM collate function.
 
 Docs: https://deepseek-wb.github.io/deepseek_wb/tokens.html.md"""
 
@@ -7,29 +7,35 @@ Docs: https://deepseek-wb.github.io/deepseek_wb/tokens.html.md"""
 # %% ../nbs/13_tokens.ipynb #2349f61c
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import os
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import datasets
+import pyarrow.compute as pc
 
 from .config import no_custom_code
 from .data import column
 
 # %% auto #0
-__all__ = ['SPECIALS', 'train_tokenizer', 'load_tokenizer', 'pack', 'tokenize']
+__all__ = ['SPECIALS', 'IGNORE', 'IDS', 'PACKED', 'PACK_WINDOW', 'train_tokenizer', 'load_tokenizer', 'map_to', 'cache_or_build',
+           'pack_lengths', 'pack_examples', 'fill_ratio', 'text_pieces', 'tokenize', 'collate_causal']
 
 # %% ../nbs/13_tokens.ipynb #4bdb2bf5
 SPECIALS = {"bpe": dict(pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>", mask_token="<mask>"),
             "wordpiece": dict(pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", unk_token="[UNK]", mask_token="[MASK]")}
 
-def train_tokenizer(texts, vocab_size: int = 4096, kind: str = "bpe", min_frequency: int = 2):
+def train_tokenizer(texts, vocab_size: int = 4096, kind: str = "bpe", min_frequency: int = 2,
+                    extra_specials: Sequence[str] = ()):  # more special tokens (a chat template's), ids 5, 6, ...
     "Train a byte-level BPE (`kind='bpe'`) or WordPiece (`'wordpiece'`) tokenizer on `texts`; a `PreTrainedTokenizerFast`."
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
     if kind not in SPECIALS: raise ValueError(f"kind must be 'bpe' or 'wordpiece', not {kind!r}")
-    specials = list(SPECIALS[kind].values())
+    specials = list(SPECIALS[kind].values()) + [t for t in extra_specials if t not in SPECIALS[kind].values()]
     if kind == "bpe":
         tok = Tokenizer(models.BPE(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -47,13 +53,26 @@ def train_tokenizer(texts, vocab_size: int = 4096, kind: str = "bpe", min_freque
     if kind == "wordpiece":
         tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
                                                            special_tokens=[("[CLS]", 1), ("[SEP]", 2)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIALS[kind])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIALS[kind], extra_special_tokens=specials[5:])
 
 def load_tokenizer(path: str | Path):
     "Load a tokenizer saved with `save_pretrained` from a local directory, never running code from it (CustomCodeRefused)."
     from transformers import AutoTokenizer
     if not Path(path).is_dir(): raise FileNotFoundError(f"no such tokenizer directory: {path}")
+    _check_tokenizer_class(Path(path))
     with no_custom_code(path, "tokenizer"): return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+
+def _check_tokenizer_class(path: Path):
+    "Refuse a tokenizer_config.json whose tokenizer_class names no tokenizer: transformers would load that class (a model, with its weights)."
+    import transformers
+    from deepseek_wb.core import read_bounded
+    raw = read_bounded(path/"tokenizer_config.json", 1 << 24)
+    try: name = json.loads(raw).get("tokenizer_class") if raw else None
+    except (ValueError, RecursionError, AttributeError): return  # transformers reports a broken file itself
+    cls = getattr(transformers, name, None) if isinstance(name, str) else None
+    if name is not None and not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedTokenizerBase)):
+        raise ValueError(f"{path}/tokenizer_config.json: tokenizer_class {str(name)[:80]!r} is not a tokenizer class of transformers; "
+                         "give a folder saved with tokenizer.save_pretrained")
 
 # %% ../nbs/13_tokens.ipynb #1e395812
 def _digest(ds: datasets.Dataset, tokenizer, **settings) -> str:
@@ -64,31 +83,97 @@ def _digest(ds: datasets.Dataset, tokenizer, **settings) -> str:
     if "label" in ds.column_names: h.update(json.dumps(column(ds, "label")).encode())
     return h.hexdigest()
 
-def pack(ids: list[list[int]], max_length: int, eos: int) -> list[list[int]]:
-    "Join token lists with `eos` between them and cut into full blocks of `max_length` (the tail is dropped)."
-    flat = [t for seq in ids for t in seq + [eos]]
-    return [flat[i:i + max_length] for i in range(0, len(flat) - max_length + 1, max_length)]
+def map_to(ds: datasets.Dataset, fn: Callable, features: datasets.Features, **kwargs) -> datasets.Dataset:
+    "`ds.map(fn, features=features, **kwargs)`, and an empty dataset of those features for an empty `ds` (map would leave it with none)."
+    if not len(ds): return datasets.Dataset.from_dict({k: [] for k in features}, features=features)
+    return ds.map(fn, features=features, **kwargs)
+
+def cache_or_build(cache_dir: str | Path | None, name: str, build: Callable[[], datasets.Dataset]) -> datasets.Dataset:
+    "The dataset cached as `cache_dir/name`, else `build()` saved there (under a temporary name, then renamed) and loaded back."
+    if cache_dir is None: return build()
+    cached = Path(cache_dir)/name
+    if (cached/"state.json").is_file(): return datasets.load_from_disk(str(cached))
+    out = build()
+    tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
+    out.save_to_disk(str(tmp), num_shards=None if len(out) else 1)
+    if cached.exists(): shutil.rmtree(tmp)  # another process finished first: theirs is as good
+    else: os.replace(tmp, cached)
+    return datasets.load_from_disk(str(cached))
+
+# %% ../nbs/13_tokens.ipynb #be1bead3
+IGNORE = -100  # the label that takes no loss (transformers' ignore_index)
+IDS = datasets.List(datasets.Value("int32"))  # token ids, labels and positions: half the bytes of Arrow's default int64
+PACKED = datasets.Features(input_ids=IDS, labels=IDS, position_ids=IDS)
+
+def pack_lengths(lengths: Sequence[int], max_length: int) -> list[list[int]]:
+    "Group example indices into rows of at most `max_length` tokens: longest first, each into the fullest row it fits (deterministic)."
+    rows, room = [], []  # room: sorted (tokens still free, row) of the rows that can take more
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        n = lengths[i]
+        if n > max_length: raise ValueError(f"example {i} has {n} tokens, more than max_length={max_length}: cut it first")
+        k = bisect.bisect_left(room, (n, -1))
+        free, r = room.pop(k) if k < len(room) else (max_length, len(rows))
+        if r == len(rows): rows.append([])
+        rows[r].append(i)
+        if free > n: bisect.insort(room, (free - n, r))
+    return sorted(sorted(r) for r in rows)  # in the order the examples came
+
+def pack_examples(ids: Sequence[list[int]], labels: Sequence[list[int]], max_length: int) -> dict:
+    "Pack examples into rows of `input_ids`, `labels` (each example's first IGNORE) and `position_ids` (0, 1, ... per example)."
+    out = dict(input_ids=[], labels=[], position_ids=[])
+    for row in pack_lengths([len(x) for x in ids], max_length):
+        out["input_ids"].append([t for i in row for t in ids[i]])
+        out["labels"].append([t for i in row for t in [IGNORE, *labels[i][1:]]])
+        out["position_ids"].append([p for i in row for p in range(len(ids[i]))])
+    return out
+
+def fill_ratio(ds: datasets.Dataset, max_length: int) -> float:
+    "The share of the `len(ds) * max_length` token slots of a tokenized dataset that hold real tokens (not padding)."
+    if not len(ds): return 0.0
+    return pc.sum(pc.list_value_length(ds.with_format("arrow")["input_ids"])).as_py() / (len(ds) * max_length)
+
+# %% ../nbs/13_tokens.ipynb #5a3631f5
+PACK_WINDOW = 1000  # examples sorted and packed together: more fills rows better, and each window is one map batch
+
+def text_pieces(token_lists: Sequence[list[int]], max_length: int, eos: int | None) -> list[list[int]]:
+    "Each text's tokens with `eos` appended, cut into pieces of at most `max_length`; a piece of one token teaches nothing and is dropped."
+    pieces = []
+    for ids in token_lists:
+        if eos is not None and (not ids or ids[-1] != eos): ids = [*ids, eos]
+        pieces += [ids[i:i + max_length] for i in range(0, len(ids), max_length) if len(ids) - i >= 2]
+    return pieces
 
 def tokenize(ds: datasets.Dataset, tokenizer, max_length: int, packing: bool = True, num_proc: int | None = None,
              cache_dir: str | Path | None = None) -> datasets.Dataset:
-    "Tokenize the `text` column into `input_ids` (packed blocks, or truncated texts keeping `label`), cached in `cache_dir`."
-    key = _digest(ds, tokenizer, max_length=max_length, packing=packing)
-    cached = Path(cache_dir)/f"tokens-{key}" if cache_dir else None
-    if cached is not None and (cached/"state.json").is_file(): return datasets.load_from_disk(str(cached))
+    "Tokenize the `text` column: packed rows (`input_ids`, `labels`, `position_ids`), or truncated texts keeping `label`; cached."
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-    if packing:
-        def fn(batch): return {"input_ids": pack(tokenizer(batch["text"], add_special_tokens=False)["input_ids"], max_length, eos)}
-        out = ds.map(fn, batched=True, batch_size=1000, num_proc=num_proc, remove_columns=ds.column_names, desc="tokenizing")
-    else:
-        def fn(batch): return {"input_ids": tokenizer(batch["text"], truncation=True, max_length=max_length)["input_ids"]}
-        keep = [c for c in ds.column_names if c == "label"]
-        out = ds.map(fn, batched=True, batch_size=1000, num_proc=num_proc, desc="tokenizing",
-                     remove_columns=[c for c in ds.column_names if c not in keep])
-    if cached is not None:
-        import shutil
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}")
-        out.save_to_disk(str(tmp))
-        if cached.exists(): shutil.rmtree(tmp)  # another process finished first: theirs is as good
-        else: os.replace(tmp, cached)
-        out = datasets.load_from_disk(str(cached))
-    return out
+    def packed(batch):
+        pieces = text_pieces(tokenizer(batch["text"])["input_ids"], max_length, eos)
+        return pack_examples(pieces, pieces, max_length)
+    def truncated(batch): return {"input_ids": tokenizer(batch["text"], truncation=True, max_length=max_length)["input_ids"]}
+    def build():
+        keep = {} if packing else {c: f for c, f in ds.features.items() if c == "label"}
+        features = PACKED if packing else datasets.Features(keep | dict(input_ids=IDS))
+        return map_to(ds, packed if packing else truncated, features, batched=True, batch_size=PACK_WINDOW, num_proc=num_proc,
+                      remove_columns=[c for c in ds.column_names if c not in keep], desc="tokenizing")
+    key = _digest(ds, tokenizer, max_length=max_length, packing=packing, layout=2)  # layout 2: per-example positions
+    return cache_or_build(cache_dir, f"tokens-{key}", build)
+
+# %% ../nbs/13_tokens.ipynb #6c24852b
+def collate_causal(rows, pad_id: int, pad_to: int | None = None) -> dict:
+    "A causal-LM batch: packed rows get `position_ids` and no attention mask; other rows an `attention_mask`; pads IGNOREd."
+    import torch
+    rows = list(rows)
+    width = max(max(len(r["input_ids"]) for r in rows), pad_to or 0)
+    packed = "position_ids" in rows[0]
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    where = torch.zeros((len(rows), width), dtype=torch.long)  # positions (packed) or the attention mask
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.tensor(r["input_ids"])
+        labels[i, :n] = torch.tensor(r.get("labels") or r["input_ids"])
+        if packed:  # the padding is one more sequence of its own, so no real token attends to it
+            where[i, :n], where[i, n:] = torch.tensor(r["position_ids"]), torch.arange(width - n)
+        else: where[i, :n] = 1
+    return dict(input_ids=ids, labels=labels, **{"position_ids" if packed else "attention_mask": where})

@@ -8,6 +8,7 @@ Docs: https://deepseek-wb.github.io/deepseek_wb/train.html.md"""
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import os
@@ -19,24 +20,27 @@ import sys
 import time
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 
 from .checkpointing import restore_checkpoint, save_checkpoint
 from .checkpoints import UntrustedRunDirError, check_trusted
-from .config import RunConfig
+from .config import DataConfig, RunConfig
 from .core import RunPaths, atomic_write_json, cache_dir, failure_hint
-from .data import load_texts
+from .data import column, load_texts
 from .distributed import all_reduce, default_dist_env, everyone, leave, rank_zero_first
 from .env import quiet_deepspeed
 from .models import (apply_mode, base_source, build_base, build_tokenizer, count_parameters, fetch_model,
                                  zero3_leaf_moe)
-from .telemetry import SCHEMA_VERSION, ActivationStats, RunWriter
-from .tokens import load_tokenizer, tokenize
+from .sources import LINEAGE, load_sources
+from .telemetry import SCHEMA_VERSION, ActivationStats, MoeStats, RunWriter
+from .tokens import collate_causal, load_tokenizer, tokenize
 
 # %% auto #0
-__all__ = ['Batches', 'split', 'make_collate', 'grad_norm', 'take_request', 'loss_scale', 'memory_mb', 'evaluate', 'accuracy',
-           'NonFiniteLoss', 'parse_args', 'main', 'write_folder', 'save_base', 'save_final']
+__all__ = ['Batches', 'split', 'make_collate', 'data_format', 'loader', 'load_rows', 'tokenized', 'run_tokenizer', 'grad_norm',
+           'Window', 'take_request', 'loss_scale', 'memory_mb', 'evaluate', 'accuracy', 'NonFiniteLoss', 'parse_args',
+           'main', 'write_folder', 'save_base', 'save_final']
 
 # %% ../nbs/23_train.ipynb #be49d923
 class Batches:
@@ -70,23 +74,95 @@ def split(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]
 def make_collate(cfg: RunConfig, tokenizer):
     "The collate function for the config's task: a list of rows -> a batch of tensors."
     from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
-    task, packed = cfg.model.task, cfg.data.packing and cfg.model.task == "causal_lm"
-    if packed:
-        def collate(rows):
-            ids = torch.tensor([r["input_ids"] for r in rows])
-            return dict(input_ids=ids, labels=ids.clone())
-        return collate
+    task = cfg.model.task
+    if task == "causal_lm":  # packed rows carry their positions; others are padded with an attention mask
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return lambda rows: collate_causal(rows, pad)
     if task == "classification":
         pad = DataCollatorWithPadding(tokenizer)
         return lambda rows: pad([dict(input_ids=r["input_ids"], labels=r["label"]) for r in rows])
-    lm = DataCollatorForLanguageModeling(tokenizer, mlm=task == "masked_lm", mlm_probability=0.15)
+    lm = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15)
     return lambda rows: lm([dict(input_ids=r["input_ids"]) for r in rows])
+
+# %% ../nbs/23_train.ipynb #132ab2ff
+def data_format(d: DataConfig) -> str:
+    "The form of the run's records: `data.format`, or detected from the first source's first records."
+    if d.format != "auto": return d.format
+    from deepseek_wb.chat import detect_format
+    first = (d.sources[0].source if d.sources else d.source)
+    return detect_format(first, d.prompt_column, d.response_column, d.messages_column, d.text_column).name
+
+def loader(d: DataConfig, fmt: str):
+    "The function that loads one source of format `fmt` into a Dataset and its report."
+    if fmt == "text": return lambda source: load_texts(source, d.text_column, d.label_column, limit=d.limit)
+    from deepseek_wb.chat import load_chat
+    return lambda source: load_chat(source, fmt, d.prompt_column, d.response_column, d.system_column, d.messages_column, limit=d.limit)
+
+def load_rows(cfg: RunConfig, run: RunPaths, rank: int) -> tuple[datasets.Dataset, datasets.Dataset, dict]:
+    "The run's training and evaluation rows (sources mixed, cleaned, split) and the data report; rank 0 writes the lineage."
+    d = cfg.data
+    fmt = data_format(d)
+    if d.clean and fmt != "text":  # not skipped in silence: a PII rule the user counts on would not have run
+        raise ValueError(f"data.clean: the cleaning rules work on plain text, and this data is {fmt}; remove data.clean, "
+                         "or clean the turns' text before (deepseek-wb data clean works on text files)")
+    rows, held_out, lineage, reports = load_sources(d, loader(d, fmt), cfg.seed)
+    loads = [r.to_dict() if hasattr(r, "to_dict") else dict(source=r.source, rows=r.rows, problems=dict(r.problems),
+                                                             where=dict(r.where)) for r in reports]
+    report = dict(format=fmt, load=loads, problems=dict(sum((collections.Counter(r["problems"]) for r in loads), collections.Counter())))
+    if d.clean and fmt == "text":  # the cleaning rules saved with the run; every rank gets the same rows
+        from deepseek_wb.clean import Pipeline
+        rows, cleaned = Pipeline(d.clean).run(rows)
+        if cleaned.why_empty: raise ValueError(f"data.clean leaves no rows to train on: {cleaned.why_empty}; loosen the rules")
+        if held_out is not None: held_out, _ = Pipeline(d.clean).run(held_out)
+        report["clean"] = cleaned.to_dict()
+    if held_out is None:
+        train_idx, eval_idx = split(len(rows), d.eval_fraction, cfg.seed)
+        rows, held_out = rows.select(train_idx), rows.select(eval_idx)
+    if rank == 0: atomic_write_json(run.root/LINEAGE, dict(lineage, format=fmt, train_rows=len(rows), eval_rows=len(held_out)))
+    return rows, held_out, report
+
+def tokenized(cfg: RunConfig, rows: datasets.Dataset, tokenizer, fmt: str, report: dict, role: str) -> datasets.Dataset:
+    "`rows` as token ids for the run's task: chat records with the loss on the replies, or text packed or truncated; problems into `report`."
+    d, packing = cfg.data, cfg.data.packing and cfg.model.task == "causal_lm"
+    if fmt == "text": return tokenize(rows, tokenizer, d.max_length, packing, cache_dir=cache_dir()/"tokens")
+    from deepseek_wb.chat import ChatReport, tokenize_chat
+    found = ChatReport(f"{role} rows")  # too long, truncated, special tokens in the text: each with its file:line
+    out = tokenize_chat(rows, tokenizer, d.max_length, assistant_only=d.assistant_only_loss, packing=packing,
+                        overlong=d.overlong, cache_dir=cache_dir()/"tokens", report=found)
+    report[f"tokenize_{role}"] = found.to_dict()
+    for reason, n in found.problems.items(): report["problems"][reason] = report["problems"].get(reason, 0) + n
+    return out
+
+def run_tokenizer(cfg: RunConfig, run: RunPaths, rank: int, rows: datasets.Dataset, fmt: str):
+    "The run's tokenizer (its own when resumed, else the model's or one trained on `rows`), with its chat template for chat data."
+    tok_dir = run.root/"tokenizer"
+    if (tok_dir/"tokenizer_config.json").is_file(): return load_tokenizer(tok_dir)  # a resumed run keeps its own
+    if fmt == "text": tokenizer = build_tokenizer(cfg, column(rows, "text"))
+    else:
+        from deepseek_wb.chat import attach_template, chat_texts
+        tokenizer = build_tokenizer(cfg, chat_texts(rows))
+        attach_template(tokenizer, cfg.data.chat_template)  # its tokens are added first: the model's embeddings grow to match
+    if rank == 0: write_folder(tok_dir, tokenizer.save_pretrained)
+    return tokenizer
 
 # %% ../nbs/23_train.ipynb #0a67cea7
 def grad_norm(model) -> float:
     "The global L2 norm of the gradients held on this rank's parameters (ZeRO-0: every rank holds them all)."
     norms = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
     return torch.stack(norms).norm().item() if norms else 0.0
+
+class Window:
+    "Loss, accuracy and tokens of the micro batches since the last log line, summed on the device: read once, when logged."
+    def __init__(self): self.sums, self.tokens, self.n = None, 0, 0
+    def add(self, loss, correct, count, tokens: int):
+        "Add one micro batch (`tokens` counted on the host, from the rows: not from a device tensor)."
+        new = torch.stack([loss.detach().float(), correct.float(), count.float()])
+        self.sums = new if self.sums is None else self.sums + new
+        self.tokens, self.n = self.tokens + tokens, self.n + 1
+    def totals(self) -> list[float]:
+        "[loss sum, correct, counted, tokens, micro batches]: the one host sync of a log line."
+        sums = self.sums.tolist() if self.sums is not None else [0.0, 0.0, 0.0]
+        return sums + [float(self.tokens), float(self.n)]
 
 def _norm(deepspeed_norm, own):
     "DeepSpeed's gradient norm when it computed one (ZeRO 1-3), else ours (ZeRO-0 does not keep it)."
@@ -120,27 +196,27 @@ def evaluate(engine, rows, collate, cfg: RunConfig, rank: int, world: int) -> di
     loss_sum = correct = count = batches = 0.0
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(cfg.seed)
-        mine = list(range(rank, len(rows), world))
-        for i in range(0, min(len(mine), cfg.eval_batches * cfg.micro_batch_size), cfg.micro_batch_size):
+        mine = list(range(rank, len(rows) // world * world, world))  # as many rows on every rank: under ZeRO-3 every
+        for i in range(0, min(len(mine), cfg.eval_batches * cfg.micro_batch_size), cfg.micro_batch_size):  # forward is a collective
             batch = {k: v.to(engine.device) for k, v in collate([rows[j] for j in mine[i:i + cfg.micro_batch_size]]).items()}
             out = engine(**batch)
             loss_sum += out.loss.item(); batches += 1
             c, n = accuracy(out.logits, batch["labels"], cfg.model.task)
             correct += c; count += n
     model.train()
-    loss_sum, batches, correct, count = all_reduce([loss_sum, batches, correct, count])
+    loss_sum, batches, correct, count = all_reduce([float(loss_sum), batches, float(correct), float(count)])
     if batches == 0: return {}
     loss = loss_sum / batches
     out = dict(eval_loss=loss, accuracy=correct / max(count, 1))
     if cfg.model.task != "classification": out["perplexity"] = math.exp(min(loss, 50))
     return out
 
-def accuracy(logits, labels, task: str) -> tuple[float, float]:
-    "Correct and counted predictions: next tokens (causal LM), masked tokens (masked LM) or classes."
-    if task == "classification": return (logits.argmax(-1) == labels).sum().item(), labels.numel()
+def accuracy(logits, labels, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    "Correct and counted predictions (tensors on the device: no host sync): next tokens (causal LM), masked tokens (masked LM) or classes."
+    if task == "classification": return (logits.argmax(-1) == labels).sum(), torch.tensor(labels.numel(), device=labels.device)
     if task == "causal_lm": logits, labels = logits[:, :-1], labels[:, 1:]
     mask = labels != -100
-    return ((logits.argmax(-1) == labels) & mask).sum().item(), mask.sum().item()
+    return ((logits.argmax(-1) == labels) & mask).sum(), mask.sum()
 
 # %% ../nbs/23_train.ipynb #8ca5d56b
 class NonFiniteLoss(RuntimeError):
@@ -190,27 +266,18 @@ def main(argv=None) -> int:
                       **({"prometheus": prometheus} if prometheus else {}))
 
         # --- data and tokenizer (rank 0 first: it trains the tokenizer and fills the cache) -----
-        texts, load_report = load_texts(cfg.data.source, cfg.data.text_column, cfg.data.label_column, limit=cfg.data.limit)
-        if cfg.data.clean:  # the cleaning rules saved with the run; every rank gets the same rows
-            from deepseek_wb.clean import Pipeline
-            texts, clean_report = Pipeline(cfg.data.clean).run(texts)
-            if clean_report.why_empty: raise ValueError(f"data.clean leaves no rows to train on: {clean_report.why_empty}; loosen the rules")
-            if rank == 0: atomic_write_json(run.root/"data_report.json", dict(load=dict(rows=load_report.rows,
-                                            problems=dict(load_report.problems)), clean=clean_report.to_dict()))
-        train_rows, eval_rows = split(len(texts), cfg.data.eval_fraction, cfg.seed)
-        tok_dir, packing = run.root/"tokenizer", cfg.data.packing and cfg.model.task == "causal_lm"
         fetch_model(cfg.model, rank, int(os.environ.get("LOCAL_RANK", 0)))  # a Hub id: into the cache, rank 0 first
+        train_rows, eval_rows, report = load_rows(cfg, run, rank)
+        fmt = report["format"]
         with rank_zero_first(rank):
-            if (tok_dir/"tokenizer_config.json").is_file(): tokenizer = load_tokenizer(tok_dir)  # a resumed run keeps its own
-            else:
-                tokenizer = build_tokenizer(cfg, texts.select(train_rows)["text"])
-                if rank == 0: write_folder(tok_dir, tokenizer.save_pretrained)
-            train_set = tokenize(texts.select(train_rows), tokenizer, cfg.data.max_length, packing, cache_dir=cache_dir()/"tokens")
-            eval_set = tokenize(texts.select(eval_rows), tokenizer, cfg.data.max_length, packing, cache_dir=cache_dir()/"tokens")
+            tokenizer = run_tokenizer(cfg, run, rank, train_rows, fmt)
+            train_set, eval_set = (tokenized(cfg, r, tokenizer, fmt, report, role) for r, role in ((train_rows, "train"), (eval_rows, "eval")))
+        if rank == 0: atomic_write_json(run.root/"data_report.json", report)
         collate = make_collate(cfg, tokenizer)
 
         # --- model and engine ------------------------------------------------------------------
         base = build_base(cfg, tokenizer)
+        base.config.use_cache = False  # training needs no cache, and with one transformers would let packed examples see each other
         base_at = None if cfg.mode == "full" else base_source(cfg, base)
         if cfg.mode != "full" and base_at is None:  # only this run has the frozen base its adapter needs: saved once, as built
             base_at = str(run.root.resolve()/"base")
@@ -225,17 +292,21 @@ def main(argv=None) -> int:
         if client: batches.load(client["data"])
         if not client:
             writer.event("started", schema=SCHEMA_VERSION, params=params["total"], trainable_params=params["trainable"],
-                         train_sequences=len(train_set), eval_sequences=len(eval_set), load_problems=dict(load_report.problems))
+                         train_sequences=len(train_set), eval_sequences=len(eval_set), load_problems=report["problems"], format=fmt)
         acts = ActivationStats(engine.module) if cfg.activations_every else None
+        moe = MoeStats(engine.module)
+        moe = moe if moe.layers else None  # a dense model: no hooks
 
         # --- the loop: one iteration is one micro batch; DeepSpeed counts optimizer steps ------
-        nan_in_a_row, nan_total, window = 0, client.get("nan_total", 0), []
-        tokens_per_micro = cfg.micro_batch_size * cfg.data.max_length
+        nan_in_a_row, nan_total, tokens_total = 0, client.get("nan_total", 0), client.get("tokens_total", 0)
+        window = Window()
         t_step = time.perf_counter()
         while engine.global_steps < cfg.max_steps:
             step = engine.global_steps + 1
             if acts and step % cfg.activations_every == 0 and engine.is_gradient_accumulation_boundary(): acts.arm()
-            batch = {k: v.to(engine.device) for k, v in collate(train_set.select(next(batches))).items()}
+            if moe and (step % cfg.log_every == 0 or step == cfg.max_steps): moe.arm()  # every micro batch of a logged step
+            rows = train_set.select(next(batches))
+            batch = {k: v.to(engine.device) for k, v in collate(rows).items()}
             out = engine(**batch)
             loss = out.loss
             if all_reduce([float(torch.isfinite(loss).item())], "min")[0] < 1:  # our NaN/Inf guard, on every rank
@@ -248,34 +319,37 @@ def main(argv=None) -> int:
             nan_in_a_row = 0
             boundary = engine.is_gradient_accumulation_boundary()
             engine.backward(loss)
-            own_norm = grad_norm(engine.module) if boundary and cfg.zero.stage == 0 else None
+            logged = boundary and (step % cfg.log_every == 0 or step == cfg.max_steps)
+            own_norm = grad_norm(engine.module) if logged and cfg.zero.stage == 0 else None
             engine.step()
-            window.append((loss.item(), *accuracy(out.logits.detach(), batch["labels"], cfg.model.task)))
+            window.add(loss, *accuracy(out.logits.detach(), batch["labels"], cfg.model.task), sum(map(len, rows["input_ids"])))
             if not boundary: continue
 
             # --- end of an optimizer step: log, evaluate, record activations, checkpoint, stop? ---
             if acts and acts.armed: writer.activations(step, acts.collect())
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
+            if moe and moe.armed: writer.moe(step, moe.collect(all_reduce))  # every rank reduces, rank 0 writes
+            if logged:
                 elapsed = time.perf_counter() - t_step
-                loss_sum, correct, count, n = all_reduce([sum(w[0] for w in window), sum(w[1] for w in window),
-                                                          sum(w[2] for w in window), len(window)])
+                loss_sum, correct, count, tokens, n = all_reduce(window.totals())  # the window's one host sync
+                tokens_total += int(tokens)  # an int in the checkpoint: resuming accepts counts only
                 steps_in_window = n / (world * cfg.gradient_accumulation_steps)
                 scale = loss_scale(engine) if cfg.precision == "fp16" else None
                 writer.train(step, epoch=batches.epoch, loss=loss_sum / n, accuracy=correct / max(count, 1),
                              lr=engine.get_lr()[0], grad_norm=_norm(engine.get_global_grad_norm(), own_norm), loss_scale=scale,
-                             tokens_per_s=n * tokens_per_micro / elapsed, samples_per_s=n * cfg.micro_batch_size / elapsed,
+                             tokens_per_s=tokens / elapsed, samples_per_s=n * cfg.micro_batch_size / elapsed,
                              step_time_s=elapsed / max(steps_in_window, 1), mem_mb=memory_mb(), nan_skipped=nan_total,
-                             tokens=step * tokens_per_micro * cfg.gradient_accumulation_steps * world,
+                             tokens=tokens_total,
                              skipped_steps=getattr(engine, "skipped_steps", 0))  # fp16 overflows: no LR step taken
                 if rank == 0: print(f"step {step}/{cfg.max_steps} loss {loss_sum / n:.4f}", flush=True)
-                window, t_step = [], time.perf_counter()
+                window, t_step = Window(), time.perf_counter()
             if cfg.eval_every and step % cfg.eval_every == 0 and eval_set.num_rows:
                 writer.eval(step, **evaluate(engine, eval_set, collate, cfg, rank, world))
             asked = rank == 0 and take_request(run.control/"checkpoint")  # "checkpoint now" from the notebook
             told = rank == 0 and take_request(run.control/"stop")  # Job.stop: reaches ranks on every node
             stopping, asked = (v > 0 for v in all_reduce([float(stop["requested"] or told), float(asked)], "max"))
             if step % cfg.checkpoint_every == 0 or stopping or asked or step == cfg.max_steps:
-                save_checkpoint(engine, run, step, batches.state(), writer, cfg.keep_last, nan_total=nan_total)
+                save_checkpoint(engine, run, step, batches.state(), writer, cfg.keep_last, nan_total=nan_total,
+                                tokens_total=tokens_total)
             if stopping:
                 leave()
                 writer.event("stopped", step=step); writer.status("stopped", ended_at=time.time(), exit_code=0, step=step)
@@ -333,6 +407,7 @@ def _save_final(model, state, cfg: RunConfig, tokenizer, run: RunPaths, base_at:
     def name_base(folder):  # an adapter is usable only with the base it names
         adapter = json.loads((Path(folder)/"adapter_config.json").read_text())
         atomic_write_json(Path(folder)/"adapter_config.json", dict(adapter, base_model_name_or_path=base_at))
+    model.config.use_cache = True  # trained without a cache (packing); the saved model is for generation, which wants one
     write_folder(run.root/"final", lambda d: model.save_pretrained(d, state_dict=state, safe_serialization=True),
                  tokenizer.save_pretrained, *([name_base] if cfg.mode != "full" else []))
     if cfg.mode == "lora" and cfg.merge_lora:
