@@ -234,8 +234,8 @@ def main(argv=None) -> int:
     "Train the run described by the arguments; return the exit code."
     args = parse_args(argv)
     default_dist_env()
-    import datasets
     datasets.disable_progress_bars()  # progress bars in a log file are noise
+    datasets.disable_caching()  # a map over the user's Arrow data must not write cache files into their folder
     deepspeed = quiet_deepspeed()
     import deepspeed.comm as dist
     run = RunPaths(Path(args.run_dir))
