@@ -68,10 +68,13 @@ test-browser: setup
 	PYTHON=$(BIN)/python tools/test_deps.sh browser
 	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/test_browser.py -m browser
 
+# The tutorials as batch runs: papermill with small parameters, as a scheduled notebook would run them.
 test-quickstart: setup
 	mkdir -p runs
 	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/papermill nbs/tutorials/quickstart.ipynb runs/quickstart-ci.ipynb \
 	    -k python3 --cwd nbs/tutorials --execution-timeout $(PAPERMILL_TIMEOUT) -p max_steps 20 -p warmup_steps 2 -p gpu_memory_gb 24 -p data_limit 600
+	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/papermill nbs/tutorials/chat.ipynb runs/chat-ci.ipynb \
+	    -k python3 --cwd nbs/tutorials --execution-timeout $(PAPERMILL_TIMEOUT) -p max_steps 20 -p warmup_steps 2 -p data_limit 300
 
 clean:
 	rm -rf $(VENV) runs _docs _proc

@@ -25,10 +25,10 @@ import datasets
 import jinja2
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .core import atomic_write_json
-from .data import _SKIP_DIRS, DataError, LoadReport, _check_text, _decode, _files_of, _read_csv, column, save_texts
+from .data import (_SKIP_DIRS, DataError, LoadReport, _check_text, _decode, _files_of, _read_csv, column,
+                              parquet_batches, save_texts)
 from .tokens import IDS, IGNORE, PACK_WINDOW, PACKED, cache_or_build, map_to, pack_examples
 
 # %% auto #0
@@ -124,9 +124,10 @@ def _json_lines(path: Path, report: ChatReport) -> Iterator[tuple[str, dict]]:
             if raw.strip() and (rec := _parse(_decode(raw, loc, report), loc, report)) is not None: yield loc, rec
 
 def _json_array(path: Path, report: ChatReport) -> Iterator[tuple[str, dict]]:
-    if (size := path.stat().st_size) > MAX_JSON_BYTES:
-        raise DataError(f"{path}: a JSON array of {size >> 20} MiB is read whole; write it as JSON lines (one record a line)")
-    text = _decode(path.read_bytes(), str(path), report).removeprefix("\ufeff")
+    with open(path, "rb") as f: raw = f.read(MAX_JSON_BYTES + 1)  # one read, bounded: a file growing meanwhile changes nothing
+    if len(raw) > MAX_JSON_BYTES:
+        raise DataError(f"{path}: a JSON array of more than {MAX_JSON_BYTES >> 20} MiB is read whole; write it as JSON lines (one record a line)")
+    text = _decode(raw, str(path), report).removeprefix("\ufeff")
     gap, decoder = re.compile(r"[\s,]*"), json.JSONDecoder()
     pos, line, seen = gap.match(text, text.index("[") + 1).end(), 1, 0
     while pos < len(text) and text[pos] != "]":
@@ -148,7 +149,7 @@ def _table(path: Path, batches) -> Iterator[tuple[str, dict]]:
             i += 1
 
 def _parquet(path: Path) -> Iterator[tuple[str, dict]]:
-    try: yield from _table(path, pq.ParquetFile(path).iter_batches(batch_size=1024))
+    try: yield from _table(path, parquet_batches(path))
     except (pa.ArrowException, OSError) as e:
         raise DataError(f"{path}: not a readable Parquet file ({e}); it may be cut short or not Parquet: write or copy it again") from None
 

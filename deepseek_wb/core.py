@@ -19,7 +19,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['MAX_JSONL_READ', 'FAILURE_HINTS', 'HIST_EDGES', 'atomic_write', 'atomic_write_json', 'append_jsonl', 'read_bounded',
-           'read_jsonl', 'new_run_id', 'cache_dir', 'failure_hint', 'RunPaths', 'link_problems']
+           'read_jsonl', 'new_run_id', 'cache_dir', 'failure_hint', 'RunPaths', 'link_problems', 'printable']
 
 # %% ../nbs/00_core.ipynb #c2f22a55
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
@@ -133,3 +133,9 @@ def link_problems(run_dir: str | os.PathLike) -> list[str]:
         try: found += [f"{folder/e.name} is a symbolic link" for e in os.scandir(folder) if e.is_symlink()]
         except (FileNotFoundError, NotADirectoryError): continue
     return found
+
+# %% ../nbs/00_core.ipynb #eec52432
+def printable(value, limit: int | None = None) -> str:
+    "`value` as printable text, at most `limit` characters: control characters (terminal escape sequences) shown escaped."
+    text = str(value)[:limit]
+    return text if text.isprintable() else "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

@@ -33,8 +33,8 @@ from . import __version__
 from .core import atomic_write_json
 
 # %% auto #0
-__all__ = ['TEXT_SUFFIXES', 'OUTPUT_MARKER', 'DataError', 'LoadReport', 'load_texts', 'column', 'demo_corpus', 'text_stats',
-           'OutputExists', 'check_output', 'save_texts']
+__all__ = ['TEXT_SUFFIXES', 'MAX_EXPANSION', 'MIN_DECODED', 'OUTPUT_MARKER', 'DataError', 'LoadReport', 'parquet_batches',
+           'load_texts', 'column', 'demo_corpus', 'text_stats', 'OutputExists', 'check_output', 'save_texts']
 
 # %% ../nbs/10_data.ipynb #8aa1b6c9
 class DataError(ValueError):
@@ -161,12 +161,26 @@ def _check_columns(where, schema: pa.Schema, text_column: str, label_column: str
     if not _is_text(t := schema.field(text_column).type):
         raise DataError(f"{where}: the text column '{text_column}' holds {t}, not text; name the column that holds the text")
 
+MAX_EXPANSION = 64         # a Parquet file decoding to more than this many times its size ...
+MIN_DECODED = 256 << 20    # ... and more than this many bytes is refused
+
+def parquet_batches(path: Path, columns: list[str] | None = None, batch_size: int = 256):
+    "The record batches of a Parquet file, refused once they decode to far more than the file holds (a decompression bomb)."
+    f, budget, seen = pq.ParquetFile(path), max(MAX_EXPANSION * path.stat().st_size, MIN_DECODED), 0
+    for batch in f.iter_batches(columns=columns, batch_size=batch_size):
+        seen += sum((col.dictionary_decode() if pa.types.is_dictionary(col.type) else col).nbytes for col in batch.columns)
+        if seen > budget:
+            raise DataError(f"{path}: decodes to more than {seen >> 20} MiB from {path.stat().st_size >> 10} KiB, over "
+                            f"{MAX_EXPANSION}x its size: refused (repeated values or a decompression bomb); write it without "
+                            "dictionary encoding of one huge value, or split it")
+        yield batch
+
 def _read_parquet(path: Path, text_column: str, label_column: str | None):
     try:
         f = pq.ParquetFile(path)
         _check_columns(path, f.schema_arrow, text_column, label_column)
         i = 0
-        for batch in f.iter_batches(columns=[c for c in (text_column, label_column) if c]):
+        for batch in parquet_batches(path, [c for c in (text_column, label_column) if c]):
             for rec in batch.to_pylist():
                 yield f"{path}:row {i}", rec
                 i += 1

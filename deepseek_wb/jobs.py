@@ -32,7 +32,7 @@ from .checkpoints import check_trusted, complete_checkpoints
 from .config import (DEMO_SOURCES, ConfigError, Problem, RunConfig, apply_overrides, check, check_file,
                                 named_sources, read_config_file)
 from .core import (RunPaths, atomic_write, atomic_write_json, failure_hint, link_problems, new_run_id,
-                              read_bounded, read_jsonl)
+                              printable, read_bounded, read_jsonl)
 from .env import local_hardware, tcmalloc
 
 # %% auto #0
@@ -404,10 +404,10 @@ class Job:
         lines, skipped = self._lines()
         last = ([r for r in lines if r["kind"] == "train"] or [{}])[-1]
         loss = _number(last.get("loss"))
-        return (f"Job({self.run_dir}): {s.get('state')}, step {last.get('step', 0)}/{s.get('max_steps', '?')}"
-                + (f", loss {loss:.4f}" if loss is not None else "")
+        return (f"Job({self.run_dir}): {printable(s.get('state'), 40)}, step {printable(last.get('step', 0), 20)}/"
+                f"{printable(s.get('max_steps', '?'), 20)}" + (f", loss {loss:.4f}" if loss is not None else "")
                 + (f" ({skipped} unreadable metrics line{'s' * (skipped != 1)} skipped)" if skipped else "")
-                + (f"\n  error: {s['error']}" if s.get("error") else ""))
+                + (f"\n  error: {printable(s['error'], 4000)}" if s.get("error") else ""))  # a run directory's words, escaped
 
 # %% ../nbs/30_jobs.ipynb #8579f1a6
 def launch(config: RunConfig | str | Path | None, *overrides, run_dir: str | Path | None = None, procs: int = 1,
@@ -440,6 +440,8 @@ def launch(config: RunConfig | str | Path | None, *overrides, run_dir: str | Pat
     else:
         if run_dir is not None and os.path.lexists(run_dir): check_trusted(run_dir)  # any folder we are to write in
         cfg = _checked(config, overrides, values, hardware)
+        cfg = cfg.override(**{f"model.{k}": str(Path(p).resolve()) for k in ("path", "tokenizer_path")
+                              if (p := getattr(cfg.model, k)) and Path(p).is_dir()})  # resolved: never taken for a Hub id elsewhere
     missing = [Problem(field, f"{source} does not exist", "give an existing file or folder, or 'demo'")
                for field, source in named_sources(cfg.data) if source not in DEMO_SOURCES and not Path(source).exists()]
     if missing: raise ConfigError(missing, "launch")

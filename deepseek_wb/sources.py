@@ -16,6 +16,7 @@ import datasets
 import numpy as np
 
 from .config import DEMO_SOURCES, DataConfig, SourceConfig
+from .core import printable
 from .data import DataError, _regular, column, demo_corpus
 
 # %% auto #0
@@ -108,11 +109,9 @@ def read_lineage(run_dir: str | Path) -> dict | None:
     except (ValueError, RecursionError): return None
     return out if isinstance(out, dict) else None
 
-def _short(v) -> str: return _plain(v[:12]) if isinstance(v, str) else "-"
+def _short(v) -> str: return printable(v, 12) if isinstance(v, str) else "-"
 
-def _plain(v, limit: int = 200) -> str:
-    "`v` as one line of printable text: control characters (a terminal's escape sequences) shown escaped."
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(v)[:limit])
+def _plain(v, limit: int = 200) -> str: return printable(v, limit)
 
 def describe_lineage(lineage: dict) -> str:
     "The lineage as a few lines of text: each source with its weight, rows used, file and content fingerprints; the cleaning rules'."

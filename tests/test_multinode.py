@@ -14,6 +14,13 @@ from deepseek_wb.jobs import Job, free_port, job_env, launch
 from jobs_util import events, losses, tiny_config, wait_for
 
 
+def same_losses(run, reference) -> bool:
+    """The same losses at the same steps, to float32 rounding: a node with one slot runs its rank on all the node's cores
+    (OMP_NUM_THREADS), the reference's two ranks share them, and matmuls split over other thread counts add in another order."""
+    ours, theirs = losses(run), losses(reference)
+    return sorted(ours) == sorted(theirs) and all(ours[s] == pytest.approx(theirs[s], rel=1e-5) for s in theirs)
+
+
 @pytest.fixture(scope="module")
 def one_node(tmp_path_factory):
     "The reference: one node with two processes."
@@ -34,7 +41,7 @@ def test_two_nodes_one_launcher_each_match_one_node(one_node, tmp_path):
     assert node0.wait(timeout=600)["state"] == "finished", node0.status()
     node1.wait(timeout=120)
     assert node0.status()["nodes"] == 2
-    assert losses(node0.run_dir) == losses(reference)  # the same world of 2 ranks, the same numbers
+    assert same_losses(node0.run_dir, reference)  # the same world of 2 ranks, the same numbers
     assert sorted(p.name for p in (tmp_path / "two" / "logs").glob("launcher*.log")) == ["launcher.log", "launcher_node1.log"]
 
 
@@ -114,7 +121,7 @@ def test_two_nodes_over_ssh_match_one_node(sshd, one_node, tmp_path, monkeypatch
     status = job.status()
     assert status["launcher"] == "pdsh" and status["nodes"] == 2 and status["ssh_port"] == sshd["port"]
     assert "teardown" not in status and (run / "hostfile").read_text() == hostfile.read_text()
-    assert losses(run) == losses(reference)
+    assert same_losses(run, reference)
     assert not _ranks(run)
     launcher_log = (run / "logs" / "launcher.log").read_text()
     assert "DEEPSEEK_WB_TEST_TOKEN=***" in launcher_log and "export HF_HUB_OFFLINE=1" in launcher_log  # redacted, not dropped
