@@ -45,9 +45,26 @@ def _config_deepspeed(args) -> int:
     print(json.dumps(cfg.to_deepspeed(), indent=2))
     return 0
 
+def _chat_inspect(args) -> int:
+    "`data inspect` for chat records: the format and why, the records kept, the bad ones with file:line, turn counts."
+    from deepseek_wb.chat import load_chat
+    ds, report = load_chat(args.file, args.format, args.prompt_column, args.response_column, None, args.messages_column)
+    turns = [len(m) for m in ds["messages"]]
+    stats = dict(format=report.format, evidence=report.evidence, records=len(ds), turns=dict(min=min(turns, default=0),
+                 max=max(turns, default=0), mean=round(sum(turns) / max(len(turns), 1), 2)))
+    if args.json: print(json.dumps(dict(stats, report=report.to_dict()), indent=2))
+    else: print(f"{report}\n  turns: min {stats['turns']['min']}, mean {stats['turns']['mean']}, max {stats['turns']['max']}")
+    return 0
+
 def _data_inspect(args) -> int:
+    from deepseek_wb.chat import Format, detect_format
     from deepseek_wb.data import DataError, load_texts, text_stats
-    try: ds, report = load_texts(args.file, args.text_column, args.label_column, strict=not args.lenient)
+    try:
+        try: fmt = detect_format(args.file, args.prompt_column, args.response_column, args.messages_column, args.text_column) \
+            if args.format == "auto" else Format(args.format, "as asked (--format)")
+        except DataError: fmt = Format("text", "no chat columns")  # then the text loader names the columns it found
+        if fmt.name != "text": return _chat_inspect(args)
+        ds, report = load_texts(args.file, args.text_column, args.label_column, strict=not args.lenient)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -226,6 +243,10 @@ def parser() -> argparse.ArgumentParser:
     di = dsub.add_parser("inspect", help="counts, lengths, labels and problems of a data file or folder")
     di.add_argument("file", help="a .jsonl, .csv, .txt or .parquet file, a folder of them, an Arrow folder, or 'demo'")
     di.add_argument("--json", action="store_true", help="print JSON")
+    di.add_argument("--format", default="auto", choices=["auto", "text", "prompt_response", "messages"],
+                    help="the records' form (default: detected from the first records, and named)")
+    for flag, default in (("--prompt-column", "prompt"), ("--response-column", "response"), ("--messages-column", "messages")):
+        di.add_argument(flag, default=default, help=f"chat records: the {flag[2:-7]} column (default: {default})")
     di.set_defaults(run=_data_inspect)
     dc = dsub.add_parser("clean", help="run a cleaning pipeline over a data file and write the result")
     dc.add_argument("input", help="what to clean (as for inspect)")

@@ -187,3 +187,16 @@ def test_config_deepspeed_refuses_extras_that_touch_files_or_the_network(tmp_pat
     r = run("config", "deepspeed", str(cfg))
     assert r.returncode == 1 and r.stdout == "", r.stdout
     assert "deepspeed.wandb" in r.stderr and "deepspeed.flops_profiler.output_file" in r.stderr
+
+
+def test_data_inspect_names_a_chat_format_and_locates_bad_records(tmp_path):
+    f = tmp_path / "chats.jsonl"
+    f.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+                 '{"messages": [{"role": "assistant", "content": "first"}]}\n'
+                 '{"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]}\n')
+    r = run("data", "inspect", str(f), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["format"] == "messages" and out["records"] == 1
+    assert out["report"]["problems"] == {"turns_out_of_order": 1, "unknown_role": 1}
+    assert out["report"]["details"]["unknown_role"][0][0] == f"{f}:3"

@@ -1,7 +1,7 @@
 """Every shell line of README.md's "On the command line" section, run for real as a user types it.
 
 The lines run in a fresh folder that holds what they need: a copy of `examples/`, a `corpus.jsonl` with a `body`
-column (the README's placeholder), and RUN_DIR, the run the README's own `launch` line starts. That run is shared:
+column and a `chats.jsonl` of chat records (the README's placeholders), and RUN_DIR, the run the README's own `launch` line starts. That run is shared:
 `checkpoint` runs right after `launch` (it wants the job alive) and `stop` runs last."""
 import json
 import os
@@ -74,6 +74,8 @@ def place(tmp_path_factory):
     here = tmp_path_factory.mktemp("readme")
     shutil.copytree(ROOT/"examples", here/"examples")
     corpus(here/"corpus.jsonl")
+    from deepseek_wb.chat import write_demo_instructions
+    write_demo_instructions(here/"chats.jsonl", n=50)  # the README's chat placeholder: records with `messages`
     state = dict(here=here, run_dir=None)
     yield state
     if state["run_dir"]:
