@@ -47,7 +47,7 @@ COMMANDS = in_run_order(readme_commands())
 
 # what each command's output must show (stdout), by its subcommand
 SENSIBLE = {"env": r"Python", "config check": r"examples/tiny-cpu\.yaml: valid", "config deepspeed": r'"train_batch_size": 4096',
-            "data inspect": r"corpus\.jsonl: \d+ rows", "data clean": r"wrote clean\.parquet and clean\.parquet\.report\.json",
+            "data inspect": r"corpus\.jsonl: \d+ rows|chats\.jsonl: \d+ records, format messages", "data clean": r"wrote clean\.parquet and clean\.parquet\.report\.json",
             "launch": r"run directory: ", "runs": r"tiny-cpu-\S+ +(queued|running|finished)",
             "status": r"Job\(.*tiny-cpu-\S+\): (queued|running|finished)", "checkpoint": r"a checkpoint is saved",
             "diagnose": r"no problems found|(warning|info): \w+", "stop": r": (stopped|finished)"}
