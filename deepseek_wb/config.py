@@ -32,7 +32,7 @@ __all__ = ['HUB_ID', 'MODEL_FILES', 'REFUSED_OVERRIDES', 'DEEPSPEED_KEYS', 'DEMO
            'FieldError', 'Section', 'SourceConfig', 'DataConfig', 'ModelConfig', 'LoraConfig', 'PromptConfig',
            'OptimizerConfig', 'ScheduleConfig', 'FP16Config', 'ZeroConfig', 'RunConfig', 'CustomCodeRefused',
            'no_custom_code', 'ModelNotCached', 'is_hub_id', 'hub_offline', 'model_dir', 'config_fields',
-           'override_problems', 'hf_config', 'config_class', 'moe_shape', 'plan_for', 'deepspeed_parse',
+           'override_problems', 'hf_config', 'cached_dir', 'config_class', 'moe_shape', 'plan_for', 'deepspeed_parse',
            'build_scheduler', 'Problem', 'ConfigError', 'named_sources', 'check', 'ConfigLoader', 'parse_value',
            'apply_overrides', 'read_yaml_file', 'read_config_file', 'check_file']
 
@@ -290,7 +290,7 @@ def hf_config(m: ModelConfig):
     import transformers
     if m.path is not None:
         hub = is_hub_id(m.path)  # from the cache when it is there or must be; else config.json alone is fetched
-        where = model_dir(m) if hub and (hub_offline(m) or _cached(m)) else m.path
+        where = (model_dir(m) if hub_offline(m) else cached_dir(m) or m.path) if hub else m.path
         with no_custom_code(m.path):
             hf = transformers.AutoConfig.from_pretrained(where, revision=m.revision if where == m.path and hub else None,
                                                          trust_remote_code=False)
@@ -299,9 +299,10 @@ def hf_config(m: ModelConfig):
     cls = config_class(m.family)
     return cls(**{**_shape_kwargs(m, cls), **_DROPOUTS.get(m.family, lambda d: {})(m.dropout), **m.config_overrides})
 
-def _cached(m: ModelConfig) -> bool:
-    try: model_dir(m); return True
-    except ModelNotCached: return False
+def cached_dir(m: ModelConfig) -> str | None:
+    "The Hub id's snapshot in the Hugging Face cache, or None where it is not there."
+    try: return model_dir(m)
+    except ModelNotCached: return None
 
 def config_class(family: str):
     "The Hugging Face config class of model type `family`."
@@ -605,7 +606,7 @@ def _hf_problems(m) -> tuple[object | None, list[Problem]]:
     if "/" in str(getattr(hf, "_attn_implementation", None) or ""):  # a Hub repo of kernels: its code would be fetched and run
         return None, [Problem("model.path", f"its config.json asks for attention kernels from the Hub ({hf._attn_implementation})",
                               "remove attn_implementation from the model's config.json (sdpa is used)")]
-    if is_hub_id(m.path) and _cached(m) and not any(Path(model_dir(m)).glob("*.safetensors")):
+    if is_hub_id(m.path) and (snapshot := cached_dir(m)) and not any(Path(snapshot).glob("*.safetensors")):
         return None, [Problem("model.path", f"{m.path} has no safetensors weights in the Hugging Face cache (pickled weights are "
                               "never loaded: unpickling runs code)", f"fetch its *.safetensors files: hf download {m.path} "
                               "--include '*.safetensors', or use a model published as safetensors")]

@@ -111,8 +111,6 @@ def read_lineage(run_dir: str | Path) -> dict | None:
 
 def _short(v) -> str: return printable(v, 12) if isinstance(v, str) else "-"
 
-def _plain(v, limit: int = 200) -> str: return printable(v, limit)
-
 def describe_lineage(lineage: dict) -> str:
     "The lineage as a few lines of text: each source with its weight, rows used, file and content fingerprints; the cleaning rules'."
     lines = []
@@ -120,10 +118,10 @@ def describe_lineage(lineage: dict) -> str:
     items = [("train", s) for s in sources if isinstance(s, dict)][:64]
     if isinstance(lineage.get("eval_source"), dict): items.append(("eval", lineage["eval_source"]))
     for role, s in items:
-        used = f"{_plain(s.get('rows_used', s.get('rows')), 20)}/{_plain(s.get('rows'), 20)} rows" if role == "train" \
-            else f"{_plain(s.get('rows'), 20)} rows"
-        weight = f" weight {_plain(s.get('weight'), 20)}" if role == "train" else ""
-        lines.append(f"{role}: {_plain(s.get('source'))}{weight}, {used}, sha256 {_short(s.get('sha256'))}, "
+        used = f"{printable(s.get('rows_used', s.get('rows')), 20)}/{printable(s.get('rows'), 20)} rows" if role == "train" \
+            else f"{printable(s.get('rows'), 20)} rows"
+        weight = f" weight {printable(s.get('weight'), 20)}" if role == "train" else ""
+        lines.append(f"{role}: {printable(s.get('source'), 200)}{weight}, {used}, sha256 {_short(s.get('sha256'))}, "
                      f"content {_short(s.get('content'))}")
     clean = lineage.get("clean") if isinstance(lineage.get("clean"), dict) else {}
     lines.append(f"cleaning: {_short(clean.get('fingerprint'))}" if clean.get("fingerprint") else "cleaning: none")
