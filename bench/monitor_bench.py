@@ -15,7 +15,6 @@
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -151,7 +150,7 @@ def main():
     for n, f in runs.items():
         print(f"   {n:>9}  {f['lines_per_s']:>7.1f}  {f['redraws']:>7}  {f['comm_messages']:>8}  {f['kernel_cpu_idle']:>11.2%}  "
               f"{f['kernel_cpu_following']:>9.2%}")
-    print(f"\n2. line written -> chart redrawn (goal p95 <= 1 s)")
+    print("\n2. line written -> chart redrawn (goal p95 <= 1 s)")
     for n, f in runs.items():
         print(f"   log_every {n:>2}: p50 {f['latency_p50']:.2f} s, p95 {f['latency_p95']:.2f} s, max {f['latency_max']:.2f} s over {f['lines']} lines")
     f = runs[1]

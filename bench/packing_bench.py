@@ -2,7 +2,7 @@
 
     python bench/packing_bench.py [--steps 60] [--skip 10]
 
-The chat example (`examples/chat-sft-tiny.yaml`: LoRA on a tiny DeepSeek-V3-shaped model, ChatML, loss on the replies, max_length 256,
+The chat example (the shipped `chat-sft-tiny`: LoRA on a tiny DeepSeek-V3-shaped model, ChatML, loss on the replies, max_length 256,
 micro batch 8) trained three ways, each for `--steps` optimizer steps, rates from step `skip` to the last:
 1. a deepseek_wb job (`launch`) with packing on, as the example ships;
 2. the same job with `data.packing: false` (one example a row, padded to the longest of its batch);
@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "chat-sft-tiny.yaml"
+EXAMPLES = ROOT / "deepseek_wb" / "examples"  # the shipped configs, read as files: a stray tiny-cpu.yaml here changes nothing
+EXAMPLE = EXAMPLES / "chat-sft-tiny.yaml"  # a shipped config
 
 
 def config(steps, **extra):

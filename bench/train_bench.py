@@ -24,15 +24,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "deepseek_wb" / "examples"  # the shipped configs, read as files: a stray tiny-cpu.yaml here changes nothing
 MODEL = {"model.hidden_size": 320, "model.num_layers": 6, "model.num_heads": 5, "model.vocab_size": 8192,
          "model.max_position": 128, "data.max_length": 128, "micro_batch_size": 8, "model.dropout": 0.0}
 
 
 def config(steps, **extra):
     from deepseek_wb.config import RunConfig
-    return RunConfig.load(ROOT / "examples" / "tiny-cpu.yaml", **{**MODEL, "max_steps": steps, "checkpoint_every": steps * 10,
-                                                                  "log_every": 1, "eval_every": steps * 10, "activations_every": 0,
-                                                                  "schedule.warmup_steps": 2, **extra})
+    return RunConfig.load(EXAMPLES / "tiny-cpu.yaml", **{**MODEL, "max_steps": steps, "checkpoint_every": steps * 10,
+                                                         "log_every": 1, "eval_every": steps * 10, "activations_every": 0,
+                                                         "schedule.warmup_steps": 2, **extra})
 
 
 def step_times_from_job(run_dir):

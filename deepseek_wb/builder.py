@@ -13,8 +13,9 @@ from pathlib import Path
 
 import ipywidgets as W
 
-from .config import ConfigError, Problem, RunConfig, apply_overrides, check, plan_for, read_config_file
+from .config import ConfigError, Problem, RunConfig, apply_overrides, check, config_source, plan_for, read_config_file
 from .env import Hardware, local_hardware
+from .shipped import config_file
 
 # %% auto #0
 __all__ = ['render_problems', 'render_deepspeed', 'render_plan', 'ConfigBuilder']
@@ -105,7 +106,7 @@ class ConfigBuilder:
         self.controls = _controls()
         self.messages, self.preview, self.plan = W.HTML(), W.HTML(), W.HTML()
         self.batch = W.HTML()
-        self.path = W.Text(description="file", placeholder="examples/tiny-cpu.yaml", layout=W.Layout(width="420px"))
+        self.path = W.Text(description="file", placeholder="my-run.yaml, or a shipped name: tiny-cpu", layout=W.Layout(width="420px"))
         self.load_button, self.save_button = W.Button(description="Load", icon="folder-open"), W.Button(description="Save", icon="save")
         self.file_status = W.HTML()
         self.load_button.on_click(lambda _: self._try(lambda: self.load(self.path.value)))
@@ -120,7 +121,7 @@ class ConfigBuilder:
         if config is None: return RunConfig().model_dump(mode="json")
         if isinstance(config, RunConfig): return config.model_dump(mode="json")
         if isinstance(config, dict): return config
-        return read_config_file(config)
+        return read_config_file(config_source(config))  # a file, or a shipped config's name
 
     def _on_change(self, key):
         def handler(change):
@@ -174,10 +175,11 @@ class ConfigBuilder:
         return self._config
 
     def load(self, path) -> str:
-        "Load a YAML/JSON config file into the panel."
-        self.set_data(read_config_file(path))
-        self.path.value = str(path)
-        return f"loaded {path}"
+        "Load a YAML/JSON config file, or a shipped config by name (`tiny-cpu`), into the panel."
+        file, shipped = config_source(path), config_file(path)[1]  # a clear error for neither
+        self.set_data(read_config_file(file))
+        self.path.value = str(path) if shipped is None else f"{shipped.name}.yaml"  # Save writes a copy here, which then wins
+        return f"loaded {path}" if shipped is None else f"loaded the shipped config {shipped.name}; Save writes {shipped.name}.yaml here to edit"
 
     def save(self, path) -> str:
         "Save the config (only when it has no errors) as YAML, or JSON for a .json name."

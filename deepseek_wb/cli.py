@@ -12,8 +12,10 @@ import json
 import sys
 from pathlib import Path
 
+from . import __version__
 from .config import ConfigError, check_file, parse_value, read_yaml_file
 from .env import env_report, local_hardware
+from .shipped import UnknownExample, config_file, examples, write_dashboard, write_example
 
 # %% auto #0
 __all__ = ['parse_rule', 'parser', 'main']
@@ -25,18 +27,21 @@ def _env(args) -> int:
     return 0 if report.ok else 1
 
 def _config_check(args) -> int:
+    shipped = _say_shipped(args.file)
+    where = str(shipped.path) if shipped else args.file  # a line number points into the file that was read
     try: cfg, problems = check_file(args.file, args.overrides, local_hardware() if args.here else None)
     except ConfigError as e: cfg, problems = None, e.problems
     if args.json:
         print(json.dumps(dict(valid=cfg is not None, problems=[vars(p) for p in problems]), indent=2))
     else:
-        for p in problems: print(f"{args.file}:{p.line or ''}: {p}" if p.line else f"{args.file}: {p}")
+        for p in problems: print(f"{where}:{p.line}: {p}" if p.line else f"{args.file}: {p}")
         errors = sum(p.level == "error" for p in problems)
         print(f"{args.file}: " + (f"{errors} error(s), {len(problems) - errors} warning(s)" if errors
                                   else f"valid ({len(problems)} warning(s))"))
     return 0 if cfg is not None else 1
 
 def _config_deepspeed(args) -> int:
+    _say_shipped(args.file)
     try: cfg, problems = check_file(args.file, args.overrides)
     except ConfigError as e: cfg, problems = None, e.problems
     if cfg is None:
@@ -141,6 +146,7 @@ def _data_clean(args) -> int:
 
 def _launch(args, foreground: bool = False) -> int:
     from deepseek_wb.jobs import launch
+    _say_shipped(args.config)
     try: job = launch(args.config, *args.overrides, run_dir=args.run_dir, procs=args.procs, hostfile=args.hostfile,
                       no_ssh=args.no_ssh, node_rank=args.node_rank, master_addr=args.master_addr, master_port=args.master_port,
                       launcher=args.launcher, ssh_port=args.ssh_port)
@@ -223,6 +229,7 @@ def _diagnose(args) -> int:
 def parser() -> argparse.ArgumentParser:
     "The `deepseek-wb` argument parser."
     p = argparse.ArgumentParser(prog="deepseek-wb", description="A workbench for training and fine-tuning transformers.")
+    p.add_argument("--version", action="version", version=f"deepseek-wb {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     e = sub.add_parser("env", help="report on Python, torch, CUDA, GPUs, NCCL and DeepSpeed")
     e.add_argument("--json", action="store_true", help="print JSON")
@@ -236,7 +243,7 @@ def parser() -> argparse.ArgumentParser:
     ds = csub.add_parser("deepspeed", help="print the DeepSpeed JSON of a config")
     ds.set_defaults(run=_config_deepspeed)
     for s in (ck, ds):
-        s.add_argument("file", help="a YAML or JSON run config")
+        s.add_argument("file", help="a YAML or JSON run config, or a shipped config's name (deepseek-wb examples)")
         s.add_argument("overrides", nargs="*", help="key=value overrides, dotted for nested fields (optimizer.lr=1e-4)")
     d = sub.add_parser("data", help="inspect and clean data files")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -263,7 +270,7 @@ def parser() -> argparse.ArgumentParser:
     la = sub.add_parser("launch", help="start a training run in the background (an existing run directory is resumed)")
     tr = sub.add_parser("train", help="run a training job in the foreground, printing its log (Ctrl-C stops it with a checkpoint)")
     for s, fg in ((la, False), (tr, True)):
-        s.add_argument("config", help="the run config (YAML/JSON)")
+        s.add_argument("config", help="the run config: a YAML/JSON file, or a shipped config's name (deepseek-wb examples)")
         s.add_argument("overrides", nargs="*", help="key=value overrides")
         s.add_argument("--run-dir", default=None, help="the run directory (default: OUTPUT_ROOT/NAME-TIMESTAMP-XXXX)")
         s.add_argument("--procs", type=int, default=1, help="processes on this machine (GPUs, or CPU ranks)")
@@ -294,6 +301,7 @@ def parser() -> argparse.ArgumentParser:
     dg.add_argument("run_dir")
     dg.add_argument("--json", action="store_true", help="print the findings as JSON")
     dg.set_defaults(run=_diagnose)
+    _add_shipped(sub)
     return p
 
 def _take_overrides(p: argparse.ArgumentParser, args, rest: list[str]):
@@ -312,3 +320,45 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = p.parse_known_args(argv)
     _take_overrides(p, args, rest)
     return args.run(args)
+
+# %% ../nbs/50_cli.ipynb #c3a56ad3
+def _say_shipped(given: str | None):
+    "Say on stderr when a config argument names a shipped config rather than a file; return that config (else None)."
+    _, ex = config_file(given) if given else (None, None)
+    if ex: print(f"{given}: the shipped config {ex.name} ({ex.path}); `deepseek-wb examples {ex.name} FILE` writes it out to edit",
+                 file=sys.stderr)
+    return ex
+
+def _examples(args) -> int:
+    "List the shipped run configs, or write one out (`examples NAME [DEST]`)."
+    if args.name is not None and args.json:
+        print("error: --json lists the shipped configs; give it without a NAME", file=sys.stderr); return 2
+    if args.name is None:
+        if args.json: print(json.dumps([dict(name=e.name, description=e.description, path=str(e.path)) for e in examples()], indent=2))
+        else:
+            for e in examples(): print(f"{e.name:<20} {e.description}")
+            print("\nwrite one out to edit: deepseek-wb examples NAME [DEST]; a name works where a config file goes: deepseek-wb launch tiny-cpu")
+        return 0
+    try: out = write_example(args.name, args.dest, args.force)
+    except (UnknownExample, OSError, ValueError) as e: print(f"error: {e}", file=sys.stderr); return 1
+    print(f"wrote {out}: edit it, then deepseek-wb launch {out}")
+    return 0
+
+def _grafana(args) -> int:
+    "Write the Grafana dashboard of the jobs' Prometheus metrics."
+    try: out = write_dashboard(args.dest, args.force)
+    except (OSError, ValueError) as e: print(f"error: {e}", file=sys.stderr); return 1
+    print(f"wrote {out}: import it in Grafana (Dashboards > New > Import) over a Prometheus that scrapes the jobs")
+    return 0
+
+def _add_shipped(sub):
+    "The `examples` and `grafana` subcommands."
+    ex = sub.add_parser("examples", help="list the shipped run configs, or write one out to edit")
+    ex.add_argument("name", nargs="?", help="the config to write out (default: list them)")
+    ex.add_argument("dest", nargs="?", help="the file, or the folder, to write it to (default: NAME.yaml here)")
+    ex.add_argument("--json", action="store_true", help="list as JSON")
+    ex.set_defaults(run=_examples)
+    gr = sub.add_parser("grafana", help="write the Grafana dashboard of the jobs' Prometheus metrics")
+    gr.add_argument("dest", nargs="?", help="the file, or the folder, to write it to (default: deepseek_wb.json here)")
+    gr.set_defaults(run=_grafana)
+    for s in (ex, gr): s.add_argument("--force", action="store_true", help="replace a file already there")

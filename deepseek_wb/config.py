@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .core import atomic_write
 from .env import Hardware, plan_hardware, quiet_deepspeed
+from .shipped import UnknownExample, closest_example, config_file, example
 
 # %% auto #0
 __all__ = ['HUB_ID', 'MODEL_FILES', 'REFUSED_OVERRIDES', 'DEEPSPEED_KEYS', 'DEMO_SOURCES', 'MAX_CONFIG_BYTES', 'MAX_CONFIG_DEPTH',
@@ -34,7 +35,7 @@ __all__ = ['HUB_ID', 'MODEL_FILES', 'REFUSED_OVERRIDES', 'DEEPSPEED_KEYS', 'DEMO
            'no_custom_code', 'ModelNotCached', 'is_hub_id', 'hub_offline', 'model_dir', 'config_fields',
            'override_problems', 'hf_config', 'cached_dir', 'config_class', 'moe_shape', 'plan_for', 'deepspeed_parse',
            'build_scheduler', 'Problem', 'ConfigError', 'named_sources', 'check', 'ConfigLoader', 'parse_value',
-           'apply_overrides', 'read_yaml_file', 'read_config_file', 'check_file']
+           'apply_overrides', 'read_yaml_file', 'read_config_file', 'config_source', 'check_file']
 
 # %% ../nbs/02_config.ipynb #f245918f
 def _transformers_version() -> str:
@@ -813,7 +814,7 @@ def _yaml_lines(text: str) -> dict[str, int]:
 def _read_yaml(path: Path, what: str) -> tuple[object, str]:
     "The data and the text of YAML (or, named .json, JSON) file `path`, or a ConfigError naming the file and line."
     def refuse(field, message, fix, line=None): return ConfigError([Problem(field, message, fix, line=line)], str(path))
-    if not path.is_file(): raise refuse(str(path), f"no such {what}", "check the path (relative to the working directory)")
+    if not os.path.isfile(path): raise refuse(str(path), f"no such {what}", "check the path (relative to the working directory)")
     with open(path, "rb") as f: raw = f.read(MAX_CONFIG_BYTES + 1)  # read no more than the cap, whatever the file grows to
     if len(raw) > MAX_CONFIG_BYTES:
         raise refuse("(file)", f"larger than {MAX_CONFIG_BYTES:,} bytes: a {what} holds settings, not data",
@@ -851,10 +852,21 @@ def read_config_file(path: str | os.PathLike) -> dict:
     "The settings in a YAML or JSON file, with a clear error for a missing, oversized or binary file, a syntax error or an alias."
     return _read_config(Path(path))[0]
 
+def config_source(given: str | os.PathLike) -> Path:
+    "The config file `given` names (a shipped config's, for a bare name with nothing of that name here), or a ConfigError saying what to give."
+    path, _ = config_file(given)
+    def refuse(message, fix): return ConfigError([Problem(str(path), message, fix)], str(path))
+    if os.path.isfile(path): return path
+    if os.path.isdir(path): raise refuse("is a folder, not a config file", "give the YAML or JSON file inside it")
+    if os.path.lexists(path): raise refuse("is not a regular file (a broken link, or a device)", "give a YAML or JSON file")
+    try: ex = example(path.name); hint = f"{ex.name} is one (a name alone, without a folder)"
+    except UnknownExample: hint = "`deepseek-wb examples` lists them" + (f"; did you mean {m}?" if (m := closest_example(path.name)) else "")
+    raise refuse("no such config file", f"check the path (relative to the working directory), or give a shipped config's name: {hint}")
+
 def check_file(path, overrides=(), hardware: Hardware | None = None, parse: bool = True,
                values: dict | None = None) -> tuple[RunConfig | None, list[Problem]]:
-    "Read `path`, apply `key=value` `overrides` then dotted-key `values`, and `check` it; problems carry the file's lines."
-    data, text = _read_config(Path(path))  # one read: the lines are those of the text that was checked
+    "Read `path` (a file, or a shipped config's name), apply `key=value` `overrides` then dotted-key `values`, and `check` it; problems carry the file's lines."
+    data, text = _read_config(config_source(path))  # one read: the lines are those of the text that was checked
     data = apply_overrides(apply_overrides(data, overrides), values or {})
     text_lines = _yaml_lines(text)
     cfg, problems = check(data, hardware, parse)

@@ -1,12 +1,3 @@
 import os
-from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture
-def root() -> Path:
-    return ROOT

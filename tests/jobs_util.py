@@ -10,6 +10,7 @@ import psutil
 from deepseek_wb.config import RunConfig
 from deepseek_wb.core import read_jsonl
 from deepseek_wb.jobs import leader_check
+from deepseek_wb.shipped import EXAMPLES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +20,7 @@ def tiny_config(**values) -> RunConfig:
     base = {"data.limit": 300, "data.max_length": 64, "model.hidden_size": 64, "model.max_position": 64,
             "model.dropout": 0.1, "micro_batch_size": 4, "max_steps": 12, "checkpoint_every": 4, "log_every": 1,
             "eval_every": 1000, "activations_every": 0, "schedule.warmup_steps": 2}
-    return RunConfig.load(ROOT / "examples" / "tiny-cpu.yaml", **{**base, **values})
+    return RunConfig.load(EXAMPLES/"tiny-cpu.yaml", **{**base, **values})
 
 
 def losses(run_dir, after_last_resume=False) -> dict:

@@ -14,7 +14,7 @@ from deepseek_wb import chat
 from deepseek_wb.chat import (TEMPLATES, ChatReport, attach_template, chat_texts, demo_instructions, detect_format, encode_chat,
                               load_chat, resolve_template, tokenize_chat, trained_pieces, write_demo_instructions)
 from deepseek_wb.data import DataError, demo_corpus
-from deepseek_wb.tokens import IGNORE, load_tokenizer, train_tokenizer
+from deepseek_wb.tokens import load_tokenizer, train_tokenizer
 
 TALK = [{"role": "system", "content": "You answer questions about Python."},
         {"role": "user", "content": "What does `len` return?"},

@@ -32,8 +32,8 @@ def test_env_text_says_plainly_when_there_is_no_gpu():
     assert "no GPU" in r.stdout
 
 
-def test_config_check_valid_and_invalid(root, tmp_path):
-    ok = run("config", "check", str(root / "examples" / "tiny-cpu.yaml"), "--here")
+def test_config_check_valid_and_invalid(tmp_path):
+    ok = run("config", "check", "tiny-cpu", "--here")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "valid" in ok.stdout
     bad = tmp_path / "bad.yaml"
@@ -45,22 +45,22 @@ def test_config_check_valid_and_invalid(root, tmp_path):
     assert "did you mean 'max_steps'" in r.stdout
 
 
-def test_config_check_json_and_overrides(root):
-    r = run("config", "check", str(root / "examples" / "tiny-cpu.yaml"), "precision=fp16", "zero.stage=1", "gradient_clipping=0", "--json")
+def test_config_check_json_and_overrides():
+    r = run("config", "check", "tiny-cpu", "precision=fp16", "zero.stage=1", "gradient_clipping=0", "--json")
     out = json.loads(r.stdout)
     assert out["valid"] and r.returncode == 0  # fp16 is legal in itself; --here would reject it on a CPU
     assert any(p["field"] == "gradient_clipping" and p["level"] == "warning" for p in out["problems"])
 
 
-def test_config_deepspeed_prints_only_json(root):
-    r = run("config", "deepspeed", str(root / "examples" / "seed-zero3-offload.yaml"))
+def test_config_deepspeed_prints_only_json():
+    r = run("config", "deepspeed", "seed-zero3-offload")
     assert r.returncode == 0, r.stderr
     ds = json.loads(r.stdout)
     assert ds["train_batch_size"] == 4096 and ds["zero_optimization"]["stage"] == 3
 
 
-def test_config_deepspeed_refuses_an_invalid_config(root):
-    r = run("config", "deepspeed", str(root / "examples" / "tiny-cpu.yaml"), "zero.offload_optimizer=true")
+def test_config_deepspeed_refuses_an_invalid_config():
+    r = run("config", "deepspeed", "tiny-cpu", "zero.offload_optimizer=true")
     assert r.returncode == 1 and r.stdout == ""
     assert "zero.offload_optimizer" in r.stderr
 
@@ -106,9 +106,9 @@ def test_data_clean_writes_data_and_report(tmp_path):
     assert len(ds) == report["clean"]["rows_out"] and all(len(t.split()) >= 20 for t in ds["text"])
 
 
-def test_overrides_after_options(root):
+def test_overrides_after_options():
     """The README's own line: `key=value` overrides may follow the options, for every command that takes them."""
-    cfg = str(root / "examples" / "tiny-cpu.yaml")
+    cfg = "tiny-cpu"
     r = run("config", "check", cfg, "--here", "optimizer.lr=1e-4")
     assert r.returncode == 0 and "valid" in r.stdout, r.stdout + r.stderr
     r = run("config", "check", cfg, "max_steps=50", "--json", "optimizer.lr=2", "checkpoint_every=25")
@@ -120,8 +120,8 @@ def test_overrides_after_options(root):
         assert r.returncode == 1 and "zero.offload_optimizer" in r.stderr, r.stderr
 
 
-def test_a_leftover_word_is_a_usage_error(root):
-    r = run("config", "check", str(root / "examples" / "tiny-cpu.yaml"), "--here", "lr")
+def test_a_leftover_word_is_a_usage_error():
+    r = run("config", "check", "tiny-cpu", "--here", "lr")
     assert r.returncode == 2 and "unrecognized arguments: lr (an override is written key=value" in r.stderr, r.stderr
     r = run("status", "somewhere", "max_steps=5")  # status takes no overrides
     assert r.returncode == 2 and "unrecognized arguments: max_steps=5" in r.stderr, r.stderr

@@ -6,7 +6,8 @@ import torch
 
 from deepseek_wb.config import RunConfig
 from deepseek_wb.jobs import launch
-from jobs_util import ROOT, events, losses
+from deepseek_wb.shipped import EXAMPLES
+from jobs_util import events, losses
 
 SHORT = {"max_steps": 6, "checkpoint_every": 3, "eval_every": 3, "log_every": 1, "schedule.warmup_steps": 2,
          "activations_every": 0}
@@ -18,7 +19,7 @@ MOE_CASES = {"full-zero0-1rank": ("full", 0, 1), "lora-zero2-2ranks": ("lora", 2
 
 
 def moe_config(mode, stage, world, **values):
-    return RunConfig.load(ROOT / "examples" / "deepseek-v3-tiny.yaml",
+    return RunConfig.load(EXAMPLES/"deepseek-v3-tiny.yaml",
                           **{**SHORT, "data.limit": 400, "data.max_length": 64, "micro_batch_size": 4, "mode": mode,
                              "zero.stage": stage, "world_size": world, **values})
 
@@ -46,7 +47,7 @@ def test_deepseek_v3_tiny_trains(tmp_path, name):
 
 
 def test_chat_sft_tiny_trains_on_the_replies(tmp_path):
-    cfg = RunConfig.load(ROOT / "examples" / "chat-sft-tiny.yaml", **SHORT)
+    cfg = RunConfig.load(EXAMPLES/"chat-sft-tiny.yaml", **SHORT)
     job = launch(cfg, run_dir=tmp_path / "chat")
     status = job.wait(timeout=600)
     assert status["state"] == "finished", (status, job.tail(30))

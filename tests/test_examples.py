@@ -4,16 +4,18 @@ from pathlib import Path
 import pytest
 
 from deepseek_wb.config import DEEPSPEED_KEYS, RunConfig, check_file, deepspeed_parse
+from deepseek_wb.shipped import example, examples
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = [e.path for e in examples()]
 
 
 def test_examples_exist():
-    names = {p.name for p in EXAMPLES}
+    names = {p.name for p in SHIPPED}
     assert {"tiny-cpu.yaml", "seed-zero3-offload.yaml"} <= names
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_example_is_valid_and_parsed_by_deepspeed(path):
     cfg, problems = check_file(path, parse=False)
     assert cfg is not None, [str(p) for p in problems]
@@ -29,7 +31,7 @@ def test_example_is_valid_and_parsed_by_deepspeed(path):
 
 
 def test_seed_example():
-    cfg = RunConfig.load(Path(__file__).resolve().parents[1] / "examples" / "seed-zero3-offload.yaml")
+    cfg = RunConfig.load(example("seed-zero3-offload").path)
     parsed = deepspeed_parse(cfg.to_deepspeed(), cfg.world_size)
     assert (parsed.train_batch_size, parsed.gradient_accumulation_steps) == (4096, 16)
     assert parsed.float16_config.enabled and parsed.float16_config.loss_scale == 0  # dynamic loss scaling
@@ -40,7 +42,7 @@ def test_seed_example():
 def test_tiny_cpu_runs_here():
     """tiny-cpu must pass the hardware checks of a CPU-only machine like CI's."""
     from deepseek_wb.env import Hardware
-    cfg, problems = check_file(Path(__file__).resolve().parents[1] / "examples" / "tiny-cpu.yaml",
+    cfg, problems = check_file(example("tiny-cpu").path,
                                hardware=Hardware(cpu_cores=2, ram_gb=24, fp16=False, bf16=True))
     assert cfg is not None and problems == []
 
@@ -76,10 +78,10 @@ def test_shipped_example_run_as_shipped_has_no_findings(name):
     The recorded config must still be the shipped one: change an example and this fails until its run is recorded again."""
     import json
     from deepseek_wb.diagnose import diagnose
-    run = Path(__file__).resolve().parents[1] / "nbs" / "fixtures" / name
+    run = ROOT / "nbs" / "fixtures" / name
     recorded = RunConfig.model_validate(json.loads((run / "config.json").read_text()))
-    assert recorded == RunConfig.load(Path(__file__).resolve().parents[1] / "examples" / f"{name}.yaml"), \
-        f"examples/{name}.yaml changed since its run was recorded: python tools/example_runs.py {name}"
+    assert recorded == RunConfig.load(example(name).path), \
+        f"the shipped {name} changed since its run was recorded: python tools/example_runs.py {name}"
     train = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"kind":"train"' in l]
     assert train and train[-1]["step"] == recorded.max_steps  # the whole run, not a part of it
     assert diagnose(run) == [], [str(f) for f in diagnose(run)]

@@ -1,16 +1,14 @@
 """Reliability of training jobs: these tests launch real DeepSpeed jobs and really kill them."""
 import json
-import signal
 import subprocess
 import sys
 import time
 import warnings
 
-import psutil
 import pytest
 
 from deepseek_wb.checkpoints import complete_checkpoints, latest_checkpoint
-from deepseek_wb.jobs import Job, launch
+from deepseek_wb.jobs import launch
 from jobs_util import events, group_processes, kill_group, losses, tiny_config, wait_for
 
 STAGES = [0, 2, 3]

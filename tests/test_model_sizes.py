@@ -7,7 +7,8 @@ import pytest
 
 from deepseek_wb.config import RunConfig, plan_for
 from deepseek_wb.jobs import launch
-from jobs_util import ROOT, events, losses
+from deepseek_wb.shipped import EXAMPLES
+from jobs_util import events, losses
 
 SMALL_BATCH = {"precision": "fp32", "zero.stage": 0, "gradient_checkpointing": False, "data.limit": 300,
                "data.max_length": 128, "micro_batch_size": 2, "gradient_accumulation_steps": 1, "max_steps": 2,
@@ -18,7 +19,7 @@ FAMILIES = {"gpt2": {}, "bert": {"model.task": "masked_lm", "data.packing": Fals
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_100m_model_trains(tmp_path, family):
-    cfg = RunConfig.load(ROOT / "examples" / "gpt2-100m.yaml", **{**SMALL_BATCH, "model.family": family, **FAMILIES[family]})
+    cfg = RunConfig.load(EXAMPLES/"gpt2-100m.yaml", **{**SMALL_BATCH, "model.family": family, **FAMILIES[family]})
     job = launch(cfg, run_dir=tmp_path / family)
     status = job.wait(timeout=900)
     assert status["state"] == "finished", (status, job.tail(30))

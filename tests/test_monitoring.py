@@ -15,8 +15,9 @@ from deepseek_wb.diagnose import Finding, diagnose
 from deepseek_wb.jobs import launch
 from deepseek_wb.metrics import read_metrics
 from deepseek_wb.monitor import Monitor
+from deepseek_wb.shipped import DASHBOARD
 
-from jobs_util import ROOT, events, tiny_config, wait_for
+from jobs_util import events, tiny_config, wait_for
 
 
 def scrape(url: str) -> dict:
@@ -26,7 +27,7 @@ def scrape(url: str) -> dict:
 
 
 def grafana_metric_names() -> set:
-    dash = json.loads((ROOT / "grafana" / "deepseek_wb.json").read_text())
+    dash = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
     exprs.append(dash["templating"]["list"][0]["query"])
     return {name for e in exprs for name in re.findall(r"deepseek_wb_[a-z_]+", e)}

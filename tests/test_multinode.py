@@ -4,8 +4,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import psutil
 import pytest

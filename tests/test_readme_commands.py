@@ -1,6 +1,6 @@
 """Every shell line of README.md's "On the command line" section, run for real as a user types it.
 
-The lines run in a fresh folder that holds what they need: a copy of `examples/`, a `corpus.jsonl` with a `body`
+The lines run in a fresh folder that holds what they need (the configs are shipped ones, by name): a `corpus.jsonl` with a `body`
 column and a `chats.jsonl` of chat records (the README's placeholders), and RUN_DIR, the run the README's own `launch` line starts. That run is shared:
 `checkpoint` runs right after `launch` (it wants the job alive) and `stop` runs last."""
 import json
@@ -46,7 +46,8 @@ def in_run_order(commands: list[list[str]]) -> list[list[str]]:
 COMMANDS = in_run_order(readme_commands())
 
 # what each command's output must show (stdout), by its subcommand
-SENSIBLE = {"env": r"Python", "config check": r"examples/tiny-cpu\.yaml: valid", "config deepspeed": r'"train_batch_size": 4096',
+SENSIBLE = {"--version": r"^deepseek-wb \d+\.\d+", "env": r"Python", "examples": r"tiny-cpu +A complete small run|wrote my-run\.yaml",
+            "config check": r"my-run\.yaml: valid", "grafana": r"wrote deepseek_wb\.json", "config deepspeed": r'"train_batch_size": 4096',
             "data inspect": r"corpus\.jsonl: \d+ rows|chats\.jsonl: \d+ records, format messages", "data clean": r"wrote clean\.parquet and clean\.parquet\.report\.json",
             "launch": r"run directory: ", "runs": r"tiny-cpu-\S+ +(queued|running|finished)",
             "status": r"Job\(.*tiny-cpu-\S+\): (queued|running|finished)", "checkpoint": r"a checkpoint is saved",
@@ -72,7 +73,6 @@ def corpus(path: Path):
 def place(tmp_path_factory):
     "The folder the commands run in; the run they launch is stopped at the end whatever happens."
     here = tmp_path_factory.mktemp("readme")
-    shutil.copytree(ROOT/"examples", here/"examples")
     corpus(here/"corpus.jsonl")
     from deepseek_wb.chat import write_demo_instructions
     write_demo_instructions(here/"chats.jsonl", n=50)  # the README's chat placeholder: records with `messages`

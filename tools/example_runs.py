@@ -13,13 +13,14 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "deepseek_wb" / "examples"  # the shipped configs, read as files: a stray tiny-cpu.yaml here changes nothing
 CPU_EXAMPLES = ["tiny-cpu", "bert-mlm-tiny", "classify-tiny", "lora-llama-small"]
 
 
 def run(name: str) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / name
-        cmd = [str(Path(sys.executable).parent / "deepseek-wb"), "train", str(ROOT / "examples" / f"{name}.yaml"), "--run-dir", str(run_dir)]
+        cmd = [str(Path(sys.executable).parent / "deepseek-wb"), "train", str(EXAMPLES / f"{name}.yaml"), "--run-dir", str(run_dir)]
         if subprocess.run(cmd, cwd=tmp).returncode != 0:
             raise SystemExit(f"{name}: the run failed (its log is above)")
         out = ROOT / "nbs" / "fixtures" / name

@@ -20,9 +20,9 @@ def render(nb_path: Path = ROOT / "nbs" / "index.ipynb") -> str:
         if not src or src.startswith("#| hide"):
             continue
         if cell["cell_type"] == "markdown":
-            parts.append(src.replace("../examples/", "examples/"))
+            parts.append(src)
         elif cell["cell_type"] == "code":
-            parts.append("```python\n" + src.replace("../examples/", "examples/") + "\n```")
+            parts.append("```python\n" + src + "\n```")
     return HEADER + "\n\n".join(parts) + "\n"
 
 
