@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .checkpoints import (check_trusted, complete_checkpoints, latest_checkpoint, mark_complete, prune,
-                                     remove_checkpoint, verify_checkpoint)
+                                     remove_checkpoint, verify_checkpoint, write_best)
 from .core import RunPaths
 from .distributed import everyone
 
@@ -86,8 +86,9 @@ def unsafe_contents(path: str | os.PathLike) -> str:
     return ""
 
 # %% ../nbs/21b_checkpointing.ipynb #c15bf783
-def save_checkpoint(engine, run: RunPaths, step: int, data_state: dict, writer, keep_last: int, **extra):
-    "Save a whole checkpoint of every rank at `step` (every rank calls this), then keep only the newest `keep_last`."
+def save_checkpoint(engine, run: RunPaths, step: int, data_state: dict, writer, keep_last: int,
+                    model_writer=None, new_best: dict | None = None, **extra):
+    "Save a whole checkpoint of every rank at `step` (every rank calls this), then keep only the newest `keep_last` and the best."
     import deepspeed.comm as dist
     rank, path = dist.get_rank(), run.checkpoints/f"step_{step}"
     if rank == 0 and path.exists(): remove_checkpoint(path)
@@ -96,11 +97,13 @@ def save_checkpoint(engine, run: RunPaths, step: int, data_state: dict, writer, 
                            save_latest=False)
     tmp = path/f".rng_rank{rank}.pt.tmp"
     torch.save(rng_state(), tmp); os.replace(tmp, path/f"rng_rank{rank}.pt")
+    if model_writer is not None: model_writer(path/"model")
     dist.barrier()
     if rank == 0:
         mark_complete(path, step=step, world_size=dist.get_world_size(), time=time.time())
+        if new_best is not None: write_best(run.checkpoints, step, **new_best)
         prune(run.checkpoints, keep_last)
-        writer.event("checkpoint_saved", step=step, path=str(path))
+        writer.event("checkpoint_saved", step=step, path=str(path), **({"best": new_best} if new_best else {}))
     dist.barrier()
 
 # %% ../nbs/21b_checkpointing.ipynb #14476899

@@ -15,11 +15,12 @@ import stat
 import warnings
 from pathlib import Path
 
-from .core import atomic_write, atomic_write_json, link_problems
+from .core import atomic_write, atomic_write_json, link_problems, read_bounded
 
 # %% auto #0
-__all__ = ['MARKER', 'POINTER', 'step_dirs', 'complete_checkpoints', 'latest_checkpoint', 'file_sizes', 'mark_complete',
-           'verify_checkpoint', 'remove_checkpoint', 'prune', 'trust_problems', 'UntrustedRunDirError', 'check_trusted']
+__all__ = ['MARKER', 'POINTER', 'BEST', 'step_dirs', 'complete_checkpoints', 'latest_checkpoint', 'file_sizes', 'mark_complete',
+           'verify_checkpoint', 'write_best', 'read_best', 'remove_checkpoint', 'prune', 'trust_problems',
+           'UntrustedRunDirError', 'check_trusted']
 
 # %% ../nbs/21_checkpoints.ipynb #7d482eaa
 MARKER, POINTER = "COMPLETE", "latest"
@@ -88,6 +89,24 @@ def verify_checkpoint(path: str | Path) -> str:
         if found[name] != size: return f"{path/name} has {found[name]} bytes, the marker says {size}: it was truncated or changed"
     return ""
 
+# %% ../nbs/21_checkpoints.ipynb #698aade4
+BEST = "best"
+
+def write_best(root: str | Path, step: int, metric: str, value: float):
+    "Point `best` under checkpoints folder `root` at `step_<step>`, a complete checkpoint, with its `metric` value."
+    atomic_write_json(Path(root)/BEST, dict(step=step, metric=metric, value=value))
+
+def read_best(root: str | Path) -> dict | None:
+    "The `best` pointer under `root` ({step, metric, value, path}) when it is sound and names a complete checkpoint, else None."
+    raw = read_bounded(Path(root)/BEST, 4096)
+    try: best = json.loads(raw) if raw else None
+    except ValueError: return None
+    if not (isinstance(best, dict) and type(best.get("step")) is int and 0 <= best["step"] < 2**63
+            and isinstance(best.get("metric"), str) and type(best.get("value")) in (int, float)): return None
+    path = Path(root)/f"step_{best['step']}"
+    if path.is_symlink() or not (path/MARKER).is_file(): return None
+    return dict(best, path=path)
+
 # %% ../nbs/21_checkpoints.ipynb #24fb9766
 def remove_checkpoint(path: str | Path):
     "Remove checkpoint folder `path`: renamed away first, so a kill during the removal never leaves a marked checkpoint missing files."
@@ -97,10 +116,11 @@ def remove_checkpoint(path: str | Path):
     shutil.rmtree(trash, ignore_errors=True)
 
 def prune(root: str | Path, keep_last: int) -> list[Path]:
-    "Remove all but the newest `keep_last` marked checkpoints; return what was removed."
+    "Remove all but the newest `keep_last` marked checkpoints and the best one (`read_best`); return what was removed."
     root = Path(root)
     for left in root.glob(".pruned-*"): shutil.rmtree(left, ignore_errors=True)  # a removal a kill cut short
-    gone = [p for _, p in complete_checkpoints(root)[:-keep_last]] if keep_last > 0 else []
+    best = (read_best(root) or {}).get("step")
+    gone = [p for n, p in complete_checkpoints(root)[:-keep_last] if n != best] if keep_last > 0 else []
     for p in gone: remove_checkpoint(p)
     return gone
 

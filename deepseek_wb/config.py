@@ -29,13 +29,13 @@ from .env import Hardware, plan_hardware, quiet_deepspeed
 from .shipped import UnknownExample, closest_example, config_file, example
 
 # %% auto #0
-__all__ = ['HUB_ID', 'MODEL_FILES', 'REFUSED_OVERRIDES', 'DEEPSPEED_KEYS', 'DEMO_SOURCES', 'MAX_CONFIG_BYTES', 'MAX_CONFIG_DEPTH',
-           'FieldError', 'Section', 'SourceConfig', 'DataConfig', 'ModelConfig', 'LoraConfig', 'PromptConfig',
-           'OptimizerConfig', 'ScheduleConfig', 'FP16Config', 'ZeroConfig', 'RunConfig', 'CustomCodeRefused',
-           'no_custom_code', 'ModelNotCached', 'is_hub_id', 'hub_offline', 'model_dir', 'config_fields',
-           'override_problems', 'hf_config', 'cached_dir', 'config_class', 'moe_shape', 'plan_for', 'deepspeed_parse',
-           'build_scheduler', 'Problem', 'ConfigError', 'named_sources', 'check', 'ConfigLoader', 'parse_value',
-           'apply_overrides', 'read_yaml_file', 'read_config_file', 'config_source', 'check_file']
+__all__ = ['HUB_ID', 'MODEL_FILES', 'REFUSED_OVERRIDES', 'DEEPSPEED_KEYS', 'DEMO_SOURCES', 'EVAL_METRICS', 'MAX_CONFIG_BYTES',
+           'MAX_CONFIG_DEPTH', 'FieldError', 'Section', 'SourceConfig', 'DataConfig', 'EvalConfig', 'ModelConfig',
+           'LoraConfig', 'PromptConfig', 'OptimizerConfig', 'ScheduleConfig', 'FP16Config', 'ZeroConfig', 'RunConfig',
+           'CustomCodeRefused', 'no_custom_code', 'ModelNotCached', 'is_hub_id', 'hub_offline', 'model_dir',
+           'config_fields', 'override_problems', 'hf_config', 'cached_dir', 'config_class', 'moe_shape', 'plan_for',
+           'deepspeed_parse', 'build_scheduler', 'Problem', 'ConfigError', 'named_sources', 'check', 'ConfigLoader',
+           'parse_value', 'apply_overrides', 'read_yaml_file', 'read_config_file', 'config_source', 'check_file']
 
 # %% ../nbs/02_config.ipynb #f245918f
 def _transformers_version() -> str:
@@ -64,7 +64,7 @@ class DataConfig(Section):
     eval_source: Optional[str] = None  # a separate evaluation set (then eval_fraction is not used)
     format: Literal["auto", "text", "prompt_response", "messages"] = "auto"  # the records' form; auto: detected from the columns
     text_column: str = "text"       # the column holding the text
-    label_column: Optional[str] = None  # the column holding labels (classification)
+    label_column: Optional[str] = None  # the column holding labels (classification: class ids; regression: numbers)
     prompt_column: str = "prompt"   # prompt/response records: the user's turn ...
     response_column: str = "response"  # ... and the reply to learn
     system_column: Optional[str] = None  # prompt/response records: an optional system prompt
@@ -78,10 +78,25 @@ class DataConfig(Section):
     limit: Optional[int] = Field(None, ge=1)  # use only the first N rows (smoke runs)
     clean: Optional[list[dict]] = None  # cleaning rules applied before tokenizing, e.g. [{rule: html}, {rule: near_dedup}]
 
+class EvalConfig(Section):
+    "What the job's evaluations choose and show: the metric that picks the best checkpoint, early stopping, generated samples."
+    metric: Optional[str] = None    # picks the best checkpoint (one of EVAL_METRICS[model.task]); default eval_loss
+    patience: Optional[int] = Field(None, ge=1)  # stop after this many evaluations without improvement (None: never)
+    min_delta: float = Field(0.0, ge=0)  # an improvement must beat the best by more than this
+    samples: int = Field(2, ge=0, le=16)  # causal LMs: replies generated at each evaluation, to prompts from the eval rows
+    sample_prompts: list[str] = Field(default_factory=list, max_length=16)  # fixed prompts instead (each at most 2,000 characters)
+    sample_tokens: int = Field(32, ge=1, le=512)  # new tokens per sample (greedy)
+
+    @field_validator("sample_prompts")
+    @classmethod
+    def _short_prompts(cls, v):
+        if any(len(p) > 2000 or not p.strip() for p in v): raise ValueError("each prompt is 1 to 2,000 characters, not blank")
+        return v
+
 class ModelConfig(Section):
     "The model: built from these dimensions, or loaded from `path` (a local Hugging Face directory or a Hub id)."
     family: str = "gpt2"            # any transformers model_type: gpt2, bert, llama, qwen2, qwen3, mistral, deepseek_v3, ...
-    task: Literal["causal_lm", "masked_lm", "classification"] = "causal_lm"
+    task: Literal["causal_lm", "masked_lm", "classification", "regression"] = "causal_lm"  # regression: one output, MSE loss
     path: Optional[str] = None      # a local model directory or a Hub id (org/name); when set, the dimensions below are read from it
     revision: Optional[str] = Field(None, pattern=r"^[\w.\-]+(/[\w.\-]+)*$")  # the Hub revision (branch, tag or commit) of a Hub id; default: main
     offline: bool = False           # never reach the Hub: a Hub id must be in the Hugging Face cache already (as HF_HUB_OFFLINE=1)
@@ -93,7 +108,7 @@ class ModelConfig(Section):
     vocab_size: int = Field(4096, ge=32)
     max_position: int = Field(512, ge=8)
     dropout: float = Field(0.1, ge=0, lt=1)
-    num_labels: int = Field(2, ge=2)  # classification only
+    num_labels: int = Field(2, ge=2)  # classification only (regression has one output)
     config_overrides: dict = Field(default_factory=dict)  # further fields of the Hugging Face config, e.g. {num_key_value_heads: 2}
 
     @field_validator("family")
@@ -179,6 +194,7 @@ class RunConfig(Section):
     eval_every: int = Field(200, ge=1)
     log_every: int = Field(10, ge=1)
     eval_batches: int = Field(20, ge=1)           # batches per evaluation
+    eval: EvalConfig = EvalConfig()               # the best checkpoint's metric, early stopping, generated samples
     activations_every: int = Field(50, ge=0)      # per-layer activation statistics every N steps (0: off)
     nan_tolerance: int = Field(3, ge=1)           # non-finite losses in a row before the run fails
     merge_lora: bool = False                      # also save the LoRA-merged model at the end
@@ -583,7 +599,7 @@ def _zero_problems(c: RunConfig) -> list[Problem]:
     return out
 
 _TASK_MAPS = {"causal_lm": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "masked_lm": "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
-              "classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"}
+              "classification": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "regression": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"}
 
 def _task_families(task: str) -> set[str]:
     from transformers.models.auto import modeling_auto
@@ -625,11 +641,12 @@ def _model_problems(c: RunConfig) -> list[Problem]:
     family = hf.model_type if hf is not None else m.family
     if family not in _task_families(m.task):
         what = {"masked_lm": "a bidirectional model (bert, roberta, ...)", "causal_lm": "a causal language model",
-                "classification": "a model with a sequence-classification head"}[m.task]
+                "classification": "a model with a sequence-classification head",
+                "regression": "a model with a sequence-classification head (one output)"}[m.task]
         out.append(Problem("model.task", f"{m.task} needs {what}; transformers has no {m.task} model for {family}",
                            "use model.family: bert for masked_lm, or another task"))
-    if m.task == "classification" and c.data.label_column is None:
-        out.append(Problem("data.label_column", "classification needs a label column", "set data.label_column"))
+    if m.task in ("classification", "regression") and c.data.label_column is None:
+        out.append(Problem("data.label_column", f"{m.task} needs a label column", "set data.label_column"))
     if m.path is None and c.data.max_length > m.max_position:
         out.append(Problem("data.max_length", f"{c.data.max_length} tokens exceed the model's max_position {m.max_position}",
                            f"set data.max_length <= {m.max_position} or raise model.max_position"))
@@ -638,7 +655,7 @@ def _model_problems(c: RunConfig) -> list[Problem]:
                                               f"exceed the model's max_position {m.max_position}",
                            f"set data.max_length <= {m.max_position - c.prompt.num_virtual_tokens}"))
     if c.mode == "prompt" and m.task == "masked_lm":
-        out.append(Problem("mode", "prompt tuning supports causal_lm and classification", "use mode: lora or full"))
+        out.append(Problem("mode", "prompt tuning supports causal_lm, classification and regression", "use mode: lora or full"))
     return out
 
 def _clean_problems(c: RunConfig) -> list[Problem]:
@@ -708,6 +725,31 @@ def _deepspeed_problems(c: RunConfig) -> list[Problem]:
             out.append(Problem(f"deepspeed.{k}", "set by the run config", f"set {_OWNED[k]} instead"))
     return out + [Problem(field, why, fix) for field, why, fix in _refused_extras(c.deepspeed)]
 
+# %% ../nbs/02_config.ipynb #da2950d4
+EVAL_METRICS = {  # what the job's evaluations log, by task (a subset of deepseek_wb.scores.TASK_METRICS, plus eval_loss)
+    "causal_lm": ("eval_loss", "perplexity", "token_accuracy"),
+    "masked_lm": ("eval_loss", "perplexity", "token_accuracy"),
+    "classification": ("eval_loss", "accuracy", "f1_macro", "precision_macro", "recall_macro", "f1_micro", "roc_auc", "log_loss"),
+    "regression": ("eval_loss", "mse", "mae", "r2", "pearson", "spearman"),
+}
+
+def _eval_problems(c: RunConfig) -> list[Problem]:
+    out, e, known = [], c.eval, EVAL_METRICS[c.model.task]
+    if e.metric is not None and e.metric not in known:
+        out.append(Problem("eval.metric", f"{e.metric!r} is not logged for {c.model.task}: {', '.join(known)}", _did_you_mean(e.metric, known)))
+    if c.checkpoint_every % c.eval_every and c.checkpoint_every < c.max_steps:
+        out.append(Problem("checkpoint_every", f"{c.checkpoint_every} is not a multiple of eval_every ({c.eval_every}): a checkpoint "
+                           "not evaluated at its step cannot be the best one", f"set checkpoint_every to a multiple of {c.eval_every}",
+                           "warning"))
+    if e.patience is not None and c.eval_every * (e.patience + 1) > c.max_steps:
+        out.append(Problem("eval.patience", f"{e.patience} evaluations without improvement need more than max_steps ({c.max_steps}) "
+                           f"at eval_every {c.eval_every}: it can never stop the run", "lower eval_every or eval.patience", "warning"))
+    if (e.samples or e.sample_prompts) and c.model.task != "causal_lm" and "eval" in c.model_fields_set and (
+            {"samples", "sample_prompts"} & e.model_fields_set):
+        out.append(Problem("eval.samples", f"samples are generated by causal language models; {c.model.task} has none",
+                           "remove eval.samples and eval.sample_prompts", "warning"))
+    return out
+
 # %% ../nbs/02_config.ipynb #0607d6f9
 def _without(data: dict, locs: list[tuple]) -> dict:
     "A copy of `data` with the values at `locs` removed (falling back to defaults)."
@@ -734,7 +776,8 @@ def check(config: RunConfig | dict, hardware: Hardware | None = None, parse: boo
     if cfg is not None:
         bad = {p.field for p in problems}
         for p in (_batch_problems(cfg) + _precision_problems(cfg, hardware) + _zero_problems(cfg)
-                  + _model_problems(cfg) + _clean_problems(cfg) + _training_problems(cfg, hardware) + _deepspeed_problems(cfg)):
+                  + _model_problems(cfg) + _clean_problems(cfg) + _training_problems(cfg, hardware) + _eval_problems(cfg)
+                  + _deepspeed_problems(cfg)):
             if not any(p.field == b or p.field.startswith(b + ".") or b.startswith(p.field + ".") for b in bad):
                 problems.append(p)
     errors = [p for p in problems if p.level == "error"]

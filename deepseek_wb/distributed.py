@@ -15,7 +15,7 @@ import sys
 import torch
 
 # %% auto #0
-__all__ = ['default_dist_env', 'all_reduce', 'everyone', 'leave', 'rank_zero_first']
+__all__ = ['default_dist_env', 'all_reduce', 'everyone', 'leave', 'rank_zero_first', 'all_gather_rows']
 
 # %% ../nbs/21a_distributed.ipynb #98a72081
 def default_dist_env():
@@ -51,3 +51,12 @@ def rank_zero_first(rank: int):
     if rank != 0: dist.barrier()
     yield
     if rank == 0: dist.barrier()
+
+# %% ../nbs/21a_distributed.ipynb #5b1ba563
+def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
+    "Every rank's rows of `t` (one shape on every rank), concatenated in rank order; `t` itself in a single process."
+    import deepspeed.comm as dist
+    if dist.get_world_size() == 1: return t
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)

@@ -46,7 +46,8 @@ def fetch_model(m: ModelConfig, rank: int = 0, local_rank: int = 0) -> str | Non
 def _auto_class(task: str):
     import transformers
     return {"causal_lm": transformers.AutoModelForCausalLM, "masked_lm": transformers.AutoModelForMaskedLM,
-            "classification": transformers.AutoModelForSequenceClassification}[task]
+            "classification": transformers.AutoModelForSequenceClassification,
+            "regression": transformers.AutoModelForSequenceClassification}[task]
 
 HEADS = ("lm_head", "score", "classifier", "cls")  # output heads by the names transformers gives them
 
@@ -69,6 +70,7 @@ def build_base(cfg: RunConfig, tokenizer=None) -> torch.nn.Module:
     m = cfg.model
     hf = hf_config(m)
     if m.task == "classification": hf.num_labels = m.num_labels
+    if m.task == "regression": hf.num_labels, hf.problem_type = 1, "regression"  # one output; transformers then takes the MSE loss
     with no_custom_code(m.path):  # `hf` may carry the folder's auto_map: no code of the folder is run, whatever it says
         model = _auto_class(m.task).from_pretrained(model_dir(m), config=hf, trust_remote_code=False,
                                                     use_safetensors=True) if m.path \
@@ -85,7 +87,7 @@ def apply_mode(model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module:
     if cfg.mode == "full": return model
     import peft
     from transformers.pytorch_utils import Conv1D
-    task = {"causal_lm": peft.TaskType.CAUSAL_LM, "classification": peft.TaskType.SEQ_CLS}.get(cfg.model.task)
+    task = {"causal_lm": peft.TaskType.CAUSAL_LM, "classification": peft.TaskType.SEQ_CLS, "regression": peft.TaskType.SEQ_CLS}.get(cfg.model.task)
     if cfg.mode == "lora":
         targets = cfg.lora.target_modules or lora_targets(model)
         transposed = any(isinstance(mod, Conv1D) and (n in targets or n.rsplit(".", 1)[-1] in targets) for n, mod in model.named_modules())

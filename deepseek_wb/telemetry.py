@@ -278,3 +278,11 @@ def moe(self: PrometheusExporter, layers: dict):
         self.moe_imbalance = Gauge("deepseek_wb_moe_imbalance_max", "largest expert load over the mean load, over the MoE layers",
                                    ["run_id"], registry=self.registry).labels(self.run_id)
     self.moe_imbalance.set(max(s["imbalance"] for s in layers.values()))
+
+# %% ../nbs/22_telemetry.ipynb #5dba6866
+@patch
+def sample(self: RunWriter, step: int, index: int, prompt: str, output: str):
+    "A sample line: the reply generated at `step` to prompt number `index`."
+    if not self.active: return
+    self._line("sample", step=step, index=index, prompt=prompt, output=output)
+    if self.tb: self.tb.add_text(f"Samples/{index}", f"**{prompt}** {output}", step)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import math
 import os
 import random
 import shutil
@@ -36,11 +35,12 @@ from .models import (apply_mode, base_source, build_base, build_tokenizer, count
 from .sources import LINEAGE, load_sources
 from .telemetry import SCHEMA_VERSION, ActivationStats, MoeStats, RunWriter
 from .tokens import collate_causal, load_tokenizer, tokenize
+from .validation import BestTracker, evaluate, generate_samples, sample_prompts
 
 # %% auto #0
 __all__ = ['Batches', 'split', 'make_collate', 'data_format', 'loader', 'load_rows', 'tokenized', 'run_tokenizer', 'grad_norm',
-           'Window', 'take_request', 'loss_scale', 'memory_mb', 'evaluate', 'accuracy', 'NonFiniteLoss', 'parse_args',
-           'main', 'write_folder', 'save_base', 'save_final']
+           'Window', 'take_request', 'loss_scale', 'memory_mb', 'accuracy', 'NonFiniteLoss', 'parse_args', 'main',
+           'write_folder', 'save_base', 'save_model', 'save_final']
 
 # %% ../nbs/23_train.ipynb #be49d923
 class Batches:
@@ -78,9 +78,9 @@ def make_collate(cfg: RunConfig, tokenizer):
     if task == "causal_lm":  # packed rows carry their positions; others are padded with an attention mask
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         return lambda rows: collate_causal(rows, pad)
-    if task == "classification":
-        pad = DataCollatorWithPadding(tokenizer)
-        return lambda rows: pad([dict(input_ids=r["input_ids"], labels=r["label"]) for r in rows])
+    if task in ("classification", "regression"):  # class ids, or numbers (float labels: transformers takes the MSE loss)
+        pad, kind = DataCollatorWithPadding(tokenizer), int if task == "classification" else float
+        return lambda rows: pad([dict(input_ids=r["input_ids"], labels=kind(r["label"])) for r in rows])
     lm = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.15)
     return lambda rows: lm([dict(input_ids=r["input_ids"]) for r in rows])
 
@@ -189,30 +189,9 @@ def memory_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 # %% ../nbs/23_train.ipynb #b8ab4069
-def evaluate(engine, rows, collate, cfg: RunConfig, rank: int, world: int) -> dict:
-    "Eval loss, accuracy (next token, masked token or class) and, for language models, perplexity."
-    model = engine.module
-    model.eval()
-    loss_sum = correct = count = batches = 0.0
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(cfg.seed)
-        mine = list(range(rank, len(rows) // world * world, world))  # as many rows on every rank: under ZeRO-3 every
-        for i in range(0, min(len(mine), cfg.eval_batches * cfg.micro_batch_size), cfg.micro_batch_size):  # forward is a collective
-            batch = {k: v.to(engine.device) for k, v in collate([rows[j] for j in mine[i:i + cfg.micro_batch_size]]).items()}
-            out = engine(**batch)
-            loss_sum += out.loss.item(); batches += 1
-            c, n = accuracy(out.logits, batch["labels"], cfg.model.task)
-            correct += c; count += n
-    model.train()
-    loss_sum, batches, correct, count = all_reduce([float(loss_sum), batches, float(correct), float(count)])
-    if batches == 0: return {}
-    loss = loss_sum / batches
-    out = dict(eval_loss=loss, accuracy=correct / max(count, 1))
-    if cfg.model.task != "classification": out["perplexity"] = math.exp(min(loss, 50))
-    return out
-
 def accuracy(logits, labels, task: str) -> tuple[torch.Tensor, torch.Tensor]:
-    "Correct and counted predictions (tensors on the device: no host sync): next tokens (causal LM), masked tokens (masked LM) or classes."
+    "Correct and counted predictions (tensors on the device: no host sync): next tokens (causal LM), masked tokens (masked LM), classes, none (regression)."
+    if task == "regression": return torch.zeros((), device=labels.device), torch.zeros((), device=labels.device)
     if task == "classification": return (logits.argmax(-1) == labels).sum(), torch.tensor(labels.numel(), device=labels.device)
     if task == "causal_lm": logits, labels = logits[:, :-1], labels[:, 1:]
     mask = labels != -100
@@ -293,13 +272,17 @@ def main(argv=None) -> int:
         if not client:
             writer.event("started", schema=SCHEMA_VERSION, params=params["total"], trainable_params=params["trainable"],
                          train_sequences=len(train_set), eval_sequences=len(eval_set), load_problems=report["problems"], format=fmt)
+        best = BestTracker(cfg.eval.metric or "eval_loss", cfg.eval.patience, cfg.eval.min_delta)
+        if why := best.restore(client.get("best")): print(f"warning: {why}", file=sys.stderr, flush=True)
+        prompts = sample_prompts(cfg, eval_rows, fmt, tokenizer) if eval_set.num_rows else []
+        save_model_at = lambda folder: save_model(engine, cfg, tokenizer, folder, rank, base_at)  # every checkpoint's model/
         acts = ActivationStats(engine.module) if cfg.activations_every else None
         moe = MoeStats(engine.module)
         moe = moe if moe.layers else None  # a dense model: no hooks
 
         # --- the loop: one iteration is one micro batch; DeepSpeed counts optimizer steps ------
         nan_in_a_row, nan_total, tokens_total = 0, client.get("nan_total", 0), client.get("tokens_total", 0)
-        window = Window()
+        window, early = Window(), False
         t_step = time.perf_counter()
         while engine.global_steps < cfg.max_steps:
             step = engine.global_steps + 1
@@ -334,7 +317,7 @@ def main(argv=None) -> int:
                 tokens_total += int(tokens)  # an int in the checkpoint: resuming accepts counts only
                 steps_in_window = n / (world * cfg.gradient_accumulation_steps)
                 scale = loss_scale(engine) if cfg.precision == "fp16" else None
-                writer.train(step, epoch=batches.epoch, loss=loss_sum / n, accuracy=correct / max(count, 1),
+                writer.train(step, epoch=batches.epoch, loss=loss_sum / n, accuracy=correct / count if count else None,
                              lr=engine.get_lr()[0], grad_norm=_norm(engine.get_global_grad_norm(), own_norm), loss_scale=scale,
                              tokens_per_s=tokens / elapsed, samples_per_s=n * cfg.micro_batch_size / elapsed,
                              step_time_s=elapsed / max(steps_in_window, 1), mem_mb=memory_mb(), nan_skipped=nan_total,
@@ -342,27 +325,37 @@ def main(argv=None) -> int:
                              skipped_steps=getattr(engine, "skipped_steps", 0))  # fp16 overflows: no LR step taken
                 if rank == 0: print(f"step {step}/{cfg.max_steps} loss {loss_sum / n:.4f}", flush=True)
                 window, t_step = Window(), time.perf_counter()
-            if cfg.eval_every and step % cfg.eval_every == 0 and eval_set.num_rows:
-                writer.eval(step, **evaluate(engine, eval_set, collate, cfg, rank, world))
+            if eval_set.num_rows and (step % cfg.eval_every == 0 or step == cfg.max_steps):
+                metrics = evaluate(engine, eval_set, collate, cfg, rank, world)
+                writer.eval(step, **metrics)
+                best.update(step, metrics)
+                for s in generate_samples(engine.module, tokenizer, prompts, cfg.eval.sample_tokens, cfg.zero.stage == 3):
+                    writer.sample(step, **s)
             asked = rank == 0 and take_request(run.control/"checkpoint")  # "checkpoint now" from the notebook
             told = rank == 0 and take_request(run.control/"stop")  # Job.stop: reaches ranks on every node
-            stopping, asked = (v > 0 for v in all_reduce([float(stop["requested"] or told), float(asked)], "max"))
-            if step % cfg.checkpoint_every == 0 or stopping or asked or step == cfg.max_steps:
-                save_checkpoint(engine, run, step, batches.state(), writer, cfg.keep_last, nan_total=nan_total,
-                                tokens_total=tokens_total)
+            stopping, asked, early = (v > 0 for v in all_reduce([float(stop["requested"] or told), float(asked),
+                                                                 float(best.exhausted)], "max"))
+            if step % cfg.checkpoint_every == 0 or stopping or asked or early or step == cfg.max_steps:
+                new_best = best.keep(step)  # before the state is saved: a resumed run knows which checkpoint is the best
+                save_checkpoint(engine, run, step, batches.state(), writer, cfg.keep_last, model_writer=save_model_at,
+                                new_best=new_best, nan_total=nan_total, tokens_total=tokens_total, best=best.state())
+            if early:
+                stop_reason = best.stop_reason()
+                writer.event("early_stopped", step=step, metric=best.metric, best=best.best, best_step=best.best_step,
+                             patience=best.patience, reason=stop_reason)
+                break
             if stopping:
                 leave()
                 writer.event("stopped", step=step); writer.status("stopped", ended_at=time.time(), exit_code=0, step=step)
                 writer.close()
                 return 0
 
-        # --- the end: final evaluation, the model in Hugging Face format --------------------------
-        if eval_set.num_rows and engine.global_steps % cfg.eval_every:  # unless the last step just evaluated
-            writer.eval(engine.global_steps, **evaluate(engine, eval_set, collate, cfg, rank, world))
+        # --- the end (the last step was evaluated): the model in Hugging Face format ---------------------
         save_final(engine, cfg, tokenizer, run, rank, base_at)
         leave()
-        writer.event("finished", step=engine.global_steps)
-        writer.status("finished", ended_at=time.time(), exit_code=0, step=engine.global_steps)
+        reason = {"stop_reason": stop_reason} if early else {}
+        writer.event("finished", step=engine.global_steps, **reason)
+        writer.status("finished", ended_at=time.time(), exit_code=0, step=engine.global_steps, **reason)
         writer.close()
         return 0
     except BaseException as e:
@@ -393,29 +386,36 @@ def save_base(model, run: RunPaths) -> Path:
     if (path/"config.json").is_file(): return path
     return write_folder(path, lambda d: model.save_pretrained(d, safe_serialization=True))
 
-def save_final(engine, cfg: RunConfig, tokenizer, run: RunPaths, rank: int, base_at: str | None = None):
-    "Save the trained model and tokenizer under `final/` (an adapter naming its base `base_at`), and `merged/` with `merge_lora` (every rank calls this)."
+def save_model(engine, cfg: RunConfig, tokenizer, folder: Path, rank: int, base_at: str | None = None, merged: Path | None = None):
+    "Save the model and tokenizer in Hugging Face format at `folder` (an adapter naming its base `base_at`), and the LoRA-merged model at `merged` (every rank calls this)."
     state = engine._zero3_consolidated_16bit_state_dict() if cfg.zero.stage == 3 else None  # gathered to rank 0: a collective
     error = None
     if rank == 0:
-        try: _save_final(engine.module, state, cfg, tokenizer, run, base_at)
+        try: _save_model(engine.module, state, cfg, tokenizer, folder, base_at, merged)
         except Exception as e: error = e
     if not everyone(error is None):  # every rank learns of it: none waits on for a rank that gave up
-        raise error or RuntimeError("rank 0 could not save the final model (its log says why)")
+        raise error or RuntimeError(f"rank 0 could not save the model at {folder} (its log says why)")
 
-def _save_final(model, state, cfg: RunConfig, tokenizer, run: RunPaths, base_at: str | None):
+def save_final(engine, cfg: RunConfig, tokenizer, run: RunPaths, rank: int, base_at: str | None = None):
+    "Save the trained model and tokenizer under `final/`, and `merged/` with `merge_lora` (every rank calls this)."
+    merged = run.root/"merged" if cfg.mode == "lora" and cfg.merge_lora else None
+    save_model(engine, cfg, tokenizer, run.root/"final", rank, base_at, merged)
+
+def _save_model(model, state, cfg: RunConfig, tokenizer, folder: Path, base_at: str | None, merged: Path | None):
     def name_base(folder):  # an adapter is usable only with the base it names
         adapter = json.loads((Path(folder)/"adapter_config.json").read_text())
         atomic_write_json(Path(folder)/"adapter_config.json", dict(adapter, base_model_name_or_path=base_at))
+    training_cache = model.config.use_cache
     model.config.use_cache = True  # trained without a cache (packing); the saved model is for generation, which wants one
-    write_folder(run.root/"final", lambda d: model.save_pretrained(d, state_dict=state, safe_serialization=True),
-                 tokenizer.save_pretrained, *([name_base] if cfg.mode != "full" else []))
-    if cfg.mode == "lora" and cfg.merge_lora:
+    try: write_folder(folder, lambda d: model.save_pretrained(d, state_dict=state, safe_serialization=True),
+                      tokenizer.save_pretrained, *([name_base] if cfg.mode != "full" else []))
+    finally: model.config.use_cache = training_cache  # a checkpoint's save mid-run: training goes on without one
+    if merged is not None:
         if state is not None:  # ZeRO-3 leaves a shard of each weight here: merge a whole copy
             model = apply_mode(build_base(cfg, tokenizer), cfg)
             model.load_state_dict(state)
-        merged = model.merge_and_unload()
-        write_folder(run.root/"merged", lambda d: merged.save_pretrained(d, safe_serialization=True), tokenizer.save_pretrained)
+        whole = model.merge_and_unload()
+        write_folder(merged, lambda d: whole.save_pretrained(d, safe_serialization=True), tokenizer.save_pretrained)
 
 # %% ../nbs/23_train.ipynb #32e18c16
 if __name__ == "__main__" and "IPython" not in sys.modules:  # run as a script, not while this notebook runs
