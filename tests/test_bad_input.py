@@ -133,7 +133,7 @@ CASES = [
     Case("config: a run name that climbs out", {"c.yaml": "name: ../../elsewhere\n"}, ["config", "check", "c.yaml"], {1}, ["c.yaml:1", "name"]),
     Case("config: a misspelled key", {"c.yaml": "max_step: 5\n"}, ["config", "check", "c.yaml"], {1}, ["c.yaml:1", "did you mean 'max_steps'"]),
     Case("config: an override without a key", {"c.yaml": "name: x\n"}, ["config", "check", "c.yaml", "=5"], {1}, ["key=value"]),
-    Case("config: a folder, not a file", {"d/x": ""}, ["config", "check", "d"], {1}, ["no such config file"]),
+    Case("config: a folder, not a file", {"d/x": ""}, ["config", "check", "d"], {1}, ["is a folder, not a config file"]),
     Case("config: an alias bomb", {"c.yaml": BOMB}, ["config", "check", "c.yaml"], {1}, ["c.yaml:1", "anchors and aliases", "write the values out"]),
     Case("config: past 1 MB", {"c.yaml": "name: x\n" + "#\n" * 600_000}, ["config", "check", "c.yaml"], {1}, ["c.yaml", "larger than 1,000,000 bytes"]),
     Case("config: JSON nested 5000 levels", {"c.json": '{"deepspeed": ' + '{"a": ' * 5000 + "1" + "}" * 5001},
