@@ -1,4 +1,4 @@
-"""The monitor's charts as plain Plotly figures: loss, learning rate, gradient norm, loss scale, throughput, memory, per-layer activations and the expert load of mixture-of-experts layers, for one run or several overlaid.
+"""The monitor's charts as plain Plotly figures: loss, the task's evaluation metrics, learning rate, gradient norm, loss scale, throughput, memory, per-layer activations and the expert load of mixture-of-experts layers, for one run or several overlaid.
 
 Docs: https://deepseek-wb.github.io/deepseek_wb/figures.html.md"""
 
@@ -14,15 +14,19 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .checkpoints import read_best
+from .config import EVAL_METRICS
+from .core import RunPaths
 from .metrics import Metrics, downsample, read_metrics, smooth
 
 # %% auto #0
-__all__ = ['PANELS', 'HEALTHY_GRAD_NORM', 'panel_traces', 'panel_figure', 'dashboard', 'overview', 'compare', 'moe_layer',
-           'moe_axis_title', 'moe_traces']
+__all__ = ['PANELS', 'HEALTHY_GRAD_NORM', 'EVAL_SCORES', 'panel_traces', 'panel_figure', 'dashboard', 'overview', 'eval_metrics',
+           'eval_axis_title', 'best_checkpoint', 'eval_traces', 'compare', 'moe_layer', 'moe_axis_title', 'moe_traces']
 
 # %% ../nbs/33_figures.ipynb #35471152
 PANELS = {  # name: (title, y axis title, log y)
     "loss": ("Loss", "loss", False),
+    "eval": ("Evaluation: the task's metrics (best checkpoint dashed)", "score", False),
     "lr": ("Learning rate", "lr", False),
     "grad_norm": ("Gradient norm (healthy band 0.1-10 shaded)", "norm", True),
     "loss_scale": ("Loss scale (fp16)", "scale", True),
@@ -74,6 +78,7 @@ def panel_traces(m: Metrics, panel: str, max_points: int = 2000, smoothing: floa
         return [dict(type="heatmap", name="share", x=centers, y=[_text(l) for l in a.layers], z=z, colorscale="Blues", colorbar=dict(title="share"),
                      hovertemplate="%{y}<br>x in bin %{x:.2f}<br>share %{z:.3f}<extra></extra>")]
     if panel in ("moe", "moe_imbalance"): return moe_traces(m, panel, moe_layer(m, layer), max_points)
+    if panel == "eval": return eval_traces(m, max_points)
     raise ValueError(f"unknown panel {panel!r}: one of {', '.join(PANELS)}")
 
 def _axes(fig, panel, row=None, col=None):
@@ -95,12 +100,14 @@ def panel_figure(m: Metrics, panel: str, max_points: int = 2000, smoothing: floa
     _axes(fig, panel)
     if panel == "moe": fig.update_yaxes(title_text=moe_axis_title(m, layer))
     if panel == "throughput": fig.update_layout(yaxis2=dict(title="samples/s", overlaying="y", side="right"))
+    if panel == "eval": fig.update_layout(yaxis2=dict(title=eval_axis_title(m), type="log", overlaying="y", side="right"))
     return fig
 
 # %% ../nbs/33_figures.ipynb #78aab458
 def _has_data(m: Metrics, panel: str) -> bool:
     if panel in ("activations", "act_hist"): return len(m.act.step) > 0
     if panel in ("moe", "moe_imbalance"): return bool(m.moe)
+    if panel == "eval": return bool(eval_metrics(m))
     col = {"memory": "mem_mb", "throughput": "tokens_per_s"}.get(panel, panel)
     return col in m.train and m.train[col].notna().any()
 
@@ -124,6 +131,7 @@ def dashboard(m: Metrics, panels=tuple(PANELS), max_points: int = 2000, smoothin
         _axes(fig, panel, r, c)
         if panel == "moe": fig.update_yaxes(title_text=moe_axis_title(m, layer), row=r, col=c, secondary_y=False)
         if panel == "throughput": fig.update_yaxes(title_text="samples/s", row=r, col=c, secondary_y=True)
+        if panel == "eval": fig.update_yaxes(title_text=eval_axis_title(m), type="log", row=r, col=c, secondary_y=True)
     fig.update_layout(height=row_height * rows, template="plotly_white", showlegend=False, uirevision="monitor",
                       margin=dict(l=50, r=20, t=60, b=40))
     return fig, slices
@@ -134,11 +142,47 @@ def overview(run: str | Path | Metrics, max_points: int = 2000, smoothing: float
     fig, _ = dashboard(m, [p for p in PANELS if _has_data(m, p)] or ["loss"], max_points, smoothing)
     return fig.update_layout(title=_text(m.run_dir.name))
 
+# %% ../nbs/33_figures.ipynb #4e4b1a2c
+EVAL_SCORES = ("accuracy", "token_accuracy", "f1_macro", "f1_micro", "precision_macro", "recall_macro", "roc_auc",
+               "r2", "pearson", "spearman")  # shares and correlations (at most 1): the left axis; perplexity, losses, errors: the right
+_EVAL_NAMES = tuple(n for n in dict.fromkeys(sum(EVAL_METRICS.values(), ())) if n != "eval_loss")
+_EVAL_COLORS = ("#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#bcbd22", "#1f77b4")
+
+def eval_metrics(m: Metrics) -> list[str]:
+    "The task's metrics the run's eval lines hold, but eval_loss (the loss panel's) and accuracy beside token_accuracy (the same number)."
+    ev = m.eval
+    names = [n for n in _EVAL_NAMES if n in ev and ev[n].notna().any()]
+    return [n for n in names if not (n == "accuracy" and "token_accuracy" in names)]
+
+def eval_axis_title(m: Metrics) -> str:
+    "The title of the `eval` panel's right axis (log): the metrics it shows."
+    return ", ".join(n for n in eval_metrics(m) if n not in EVAL_SCORES)
+
+def best_checkpoint(m: Metrics) -> dict | None:
+    "The run's best checkpoint ({step, metric, value, path}) where its `best` pointer names a whole one, else None."
+    return read_best(RunPaths(m.run_dir).checkpoints)
+
+def eval_traces(m: Metrics, max_points: int = 2000) -> list[dict]:
+    "The `eval` panel: a line per metric of `eval_metrics` (scores left, the others on a log axis at the right), then the best checkpoint's step, dashed (empty while there is none)."
+    ev, traces = m.eval, []
+    for i, name in enumerate(eval_metrics(m)):
+        x, y = _xy(ev, name, max_points)
+        color = _EVAL_COLORS[i % len(_EVAL_COLORS)]
+        traces.append(dict(type="scatter", mode="lines+markers+text", name=name, x=x, y=y, line=dict(color=color),
+                           text=[""] * (len(x) - 1) + [name] if len(x) else [],  # named at its newest point: the dashboard has no legend
+                           textposition="top left", textfont=dict(color=color, size=10), cliponaxis=False,
+                           **({} if name in EVAL_SCORES else dict(yaxis="y2"))))
+    left = [v for t in traces if "yaxis" not in t for v in t["y"]]
+    best, line = best_checkpoint(m), dict(type="scatter", mode="lines", name="best checkpoint", x=[], y=[], line=dict(color="#7f7f7f", dash="dash"))
+    if best: line.update(x=[best["step"]] * 2, y=[min(0.0, *left), max(1.0, *left)],  # the score axis top to bottom
+                         name=f"best checkpoint: step {best['step']} ({_text(best['metric'])} {best['value']:.4g})")
+    return traces + [line]
+
 # %% ../nbs/33_figures.ipynb #758b9aaa
 def compare(runs, metric: str = "loss", smoothing: float = 0.6, max_points: int = 2000, kind: str | None = None) -> go.Figure:
-    "Overlay `metric` (a train or eval column: loss, eval_loss, lr, grad_norm, tokens_per_s, ...) of several runs."
+    "Overlay `metric` (a train or eval column: loss, eval_loss, f1_macro, perplexity, lr, grad_norm, tokens_per_s, ...) of several runs."
     ms = [r if isinstance(r, Metrics) else read_metrics(r) for r in runs]
-    kind = kind or ("eval" if metric.startswith("eval_") else "train")
+    kind = kind or ("eval" if metric.startswith("eval_") or metric in _EVAL_NAMES and metric != "accuracy" else "train")  # train lines log accuracy too
     fig = go.Figure(layout=dict(title=f"{metric} ({kind})", template="plotly_white", height=380,
                                 xaxis_title="step", yaxis_title=metric, uirevision="compare"))
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]

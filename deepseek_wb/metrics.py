@@ -21,21 +21,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from .config import EVAL_METRICS
 from .core import HIST_EDGES, RunPaths
 
 # %% auto #0
-__all__ = ['NUMERIC', 'SCHEMA', 'BLOCK', 'STEPPED', 'MAX_FIELDS', 'MAX_LAYERS', 'MAX_EXPERTS', 'MAX_READ', 'PY_LINES',
+__all__ = ['NUMERIC', 'SAMPLE', 'SCHEMA', 'BLOCK', 'STEPPED', 'MAX_FIELDS', 'MAX_LAYERS', 'MAX_EXPERTS', 'MAX_READ', 'PY_LINES',
            'LAYER_COLUMNS', 'MOE_COLUMNS', 'BINS', 'LineParser', 'parse_lines', 'Activations', 'MoeLayer',
            'moe_entries', 'Metrics', 'read_metrics', 'downsample', 'smooth']
 
 # %% ../nbs/31_metrics.ipynb #d6f6fcef
-NUMERIC = ("time", "loss", "accuracy", "lr", "grad_norm", "loss_scale", "tokens_per_s", "samples_per_s",
-           "step_time_s", "mem_mb", "eval_loss", "perplexity")
+NUMERIC = tuple(dict.fromkeys(("time", "loss", "accuracy", "lr", "grad_norm", "loss_scale", "tokens_per_s", "samples_per_s",
+                                "step_time_s", "mem_mb", "eval_loss", "perplexity")  # every task's eval metrics are known: they never
+                               + sum(EVAL_METRICS.values(), ())))                  # crowd the fields a file may add out of MAX_FIELDS
+SAMPLE = (("index", pa.int64()), ("prompt", pa.string()), ("output", pa.string()))  # a sample line's fields, each required
 SCHEMA = pa.schema([("kind", pa.string()), ("step", pa.int64()), ("epoch", pa.int64()), ("nan_skipped", pa.int64()),
-                    ("skipped_steps", pa.int64()), ("tokens", pa.int64()), ("event", pa.string())]
+                    ("skipped_steps", pa.int64()), ("tokens", pa.int64()), ("event", pa.string()), *SAMPLE]
                    + [(name, pa.float64()) for name in NUMERIC])
 BLOCK = 4 << 20      # Arrow parses in blocks of this many bytes; a longer line is read in Python
-STEPPED = ("train", "eval", "act", "moe")  # kinds whose lines are points on the step axis: without a step they are no line of ours
+STEPPED = ("train", "eval", "act", "moe", "sample")  # kinds whose lines are points on the step axis: without a step they are no line of ours
 MAX_FIELDS = 16      # fields beyond SCHEMA a file may add (a newer writer's metrics); names past these are left out and counted
 MAX_LAYERS = 1024    # the layers of act lines: those of the file's first act line, at most this many; others left out and counted
 MAX_EXPERTS = 4096   # experts of one MoE layer in a moe line: a load longer than this is no line of ours
@@ -124,6 +127,7 @@ class LineParser:
             row = {k: _known(rec[k], t) for k, t in _TYPES.items() if rec.get(k) is not None}
             kind = row["kind"]
             if kind in STEPPED and "step" not in row: return None
+            if kind == "sample" and not all(k in row for k, _ in SAMPLE): return None
             if kind == "train" and not 0 <= row.get("skipped_steps", 0) <= row["step"]: return None  # more LR steps skipped than taken
             if kind == "act":
                 if (stats := self._layers(rec.get("layers"))) is None: return None
@@ -165,8 +169,10 @@ def _checked(t: pa.Table) -> tuple[pa.Table, int]:
     act = pc.fill_null(pc.is_in(kind, value_set=pa.array(["act", "moe"])), False)  # act and moe lines' layers never come through Arrow: it has none
     skipped = t.column("skipped_steps")
     overskipped = pc.fill_null(pc.and_(pc.equal(kind, "train"), pc.or_(pc.less(skipped, 0), pc.greater(skipped, step))), False)
+    whole = pc.and_(pc.and_(pc.is_valid(t.column("index")), pc.is_valid(t.column("prompt"))), pc.is_valid(t.column("output")))
+    partial = pc.and_(pc.fill_null(pc.equal(kind, "sample"), False), pc.invert(whole))  # a sample line without one of its fields
     ok = pc.and_(pc.and_(pc.is_valid(kind), pc.or_(pc.is_valid(step), pc.invert(stepped))),
-                 pc.invert(pc.or_(act, overskipped)))
+                 pc.invert(pc.or_(pc.or_(act, overskipped), partial)))
     if pc.all(ok).as_py(): return t, 0
     return t.filter(ok), t.num_rows - (pc.sum(ok).as_py() or 0)
 
@@ -328,7 +334,7 @@ class Metrics:
         self.offset, self.lines, self.bad_lines, self.truncations = 0, 0, 0, 0
         self.more, self._skipping = False, False  # more: the file held more than one read takes; skipping: inside a line past max_read
         self.parser = LineParser()  # the fields and layers this file has shown so far
-        self._parts: dict[str, list[pa.Table]] = {"train": [], "eval": [], "act": [], "moe": [], "event": []}
+        self._parts: dict[str, list[pa.Table]] = {"train": [], "eval": [], "act": [], "moe": [], "sample": [], "event": []}
         self._cache: dict[str, object] = {}
 
     def update(self, to_end: bool = False) -> int:
@@ -384,17 +390,17 @@ class Metrics:
         kinds = part.column("kind")
         for kind, parts in self._parts.items():
             rows = part.filter(pc.fill_null(pc.equal(kinds, kind), False))
-            if kind != "act": rows = rows.drop_columns([c for c in LAYER_COLUMNS if c in rows.column_names])
-            if kind != "moe": rows = rows.drop_columns([c for c in MOE_COLUMNS if c in rows.column_names])
-            if rows.num_rows:
-                parts.append(rows)
-                self._cache.pop(kind, None)  # only what grew is rebuilt: the monitor reads after every append
+            if not rows.num_rows: continue
+            own = {"act": LAYER_COLUMNS, "moe": MOE_COLUMNS}.get(kind, ())  # read by name, even where every row's is null
+            parts.append(rows.select([c for c in rows.column_names  # a column none of these rows holds (another kind's) would cost a null per row
+                                      if c == "step" or c in own or rows.column(c).null_count < rows.num_rows]))
+            self._cache.pop(kind, None)  # only what grew is rebuilt: the monitor reads after every append
 
     def _truncate(self, step: int | None):
         if step is None: return
         self._cache.clear()
         self.truncations += 1
-        for kind in ("train", "eval", "act", "moe"):
+        for kind in STEPPED:
             t = self._table(kind)
             if t is not None and t.num_rows: self._parts[kind] = [t.filter(pc.fill_null(pc.less_equal(t.column("step"), step), True))]
 
@@ -422,6 +428,14 @@ class Metrics:
     def eval(self) -> pd.DataFrame:
         "Eval lines: step, time, eval_loss and the task's metrics."
         return self._frame("eval")
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        "Sample lines (a causal LM's replies at each evaluation): step, index (the prompt's number), prompt, output, time; in file order."
+        if "sample" not in self._cache:
+            t, columns = self._table("sample"), pa.schema([("step", pa.int64()), *SAMPLE, ("time", pa.float64())])
+            self._cache["sample"] = (t if t is not None and t.num_rows else columns.empty_table()).select(columns.names).to_pandas()
+        return self._cache["sample"]
 
     @property
     def act(self) -> Activations:
@@ -460,7 +474,7 @@ class Metrics:
         p = self.parser
         skipped = (f"; {self.bad_lines} unreadable lines skipped" if self.bad_lines else "") + (
             f"; {p.ignored_fields} fields and {p.ignored_layers} layers left out" if p.ignored_fields or p.ignored_layers else "")
-        return f"Metrics({self.run_dir}): {len(self.train)} train, {len(self.eval)} eval, {len(self.act.step)} act lines, {len(self.events)} events; step {self.step}{skipped}"
+        return f"Metrics({self.run_dir}): {len(self.train)} train, {len(self.eval)} eval, {len(self.act.step)} act, {len(self.samples)} sample lines, {len(self.events)} events; step {self.step}{skipped}"
 
 def read_metrics(run_dir: str | Path) -> Metrics:
     "Everything the run at `run_dir` has logged so far; call `.update()` on the result to read what is appended later."

@@ -1,4 +1,4 @@
-"""The live panel of a run in the notebook: Plotly charts that follow the job without blocking the kernel (with the expert load of a mixture-of-experts model), progress with ETA, state and last log line, Stop and Checkpoint-now buttons, and the diagnosis with one-click corrected configs.
+"""The live panel of a run in the notebook: Plotly charts that follow the job without blocking the kernel (with the task's evaluation metrics and the expert load of a mixture-of-experts model), the replies a language model generates at each evaluation, progress with ETA, state (and why a run stopped early) and last log line, Stop and Checkpoint-now buttons, and the diagnosis with one-click corrected configs.
 
 Docs: https://deepseek-wb.github.io/deepseek_wb/monitor.html.md"""
 
@@ -21,21 +21,25 @@ import plotly.graph_objects as go
 from fastcore.basics import patch_to
 
 from .config import RunConfig, read_config_file
-from .core import new_run_id, read_bounded
+from .core import new_run_id, printable, read_bounded
 from .diagnose import Finding, diagnose, findings_table
-from .figures import PANELS, compare, dashboard, moe_axis_title, moe_layer, overview, panel_traces
+from .figures import PANELS, best_checkpoint, compare, dashboard, eval_metrics, moe_axis_title, moe_layer, overview, panel_traces
 from .jobs import Job, launch, rank0_log
 from .metrics import Metrics, downsample, read_metrics, smooth
 
 # %% auto #0
-__all__ = ['ENDED', 'DEFAULT_PANELS', 'MOE_PANELS', 'STEP_LIMIT', 'BADGE', 'STOP_TIP', 'Monitor', 'read_metrics', 'diagnose',
-           'compare', 'overview', 'downsample', 'smooth', 'Finding', 'findings_table']
+__all__ = ['ENDED', 'DEFAULT_PANELS', 'MOE_PANELS', 'SAMPLE_CHARS', 'SAMPLES_SHOWN', 'SAMPLE_STEPS', 'STEP_LIMIT', 'BADGE',
+           'STOP_TIP', 'Monitor', 'training_samples_html', 'read_metrics', 'diagnose', 'compare', 'overview',
+           'downsample', 'smooth', 'Finding', 'findings_table']
 
 # %% ../nbs/42_monitor.ipynb #1b91e457
 _all_ = ["read_metrics", "diagnose", "compare", "overview", "downsample", "smooth", "Finding", "findings_table"]
 ENDED = ("finished", "failed", "stopped")
 DEFAULT_PANELS = ("loss", "lr", "grad_norm", "throughput", "memory", "activations", "act_hist")
 MOE_PANELS = ("moe", "moe_imbalance")  # added to the default panels once the run logs expert load
+SAMPLE_CHARS = 1000  # characters of a sample's prompt or reply shown (the metrics keep them whole)
+SAMPLES_SHOWN = 16   # samples shown of one evaluation at most (the job generates at most 16)
+SAMPLE_STEPS = 50    # evaluations offered in the samples' selector, newest first
 
 STEP_LIMIT = 2 ** 53  # steps shown at most: a count from disk past this is no count of ours (and a browser's numbers end here)
 
@@ -76,6 +80,7 @@ class Monitor(widgets.VBox):
         self.panels = tuple(panels or DEFAULT_PANELS[:3] + (("loss_scale",) if fp16 else ()) + DEFAULT_PANELS[3:])
         fig, self._slices = dashboard(self.metrics, self.panels, max_points, smoothing)
         self.chart = go.FigureWidget(fig)  # one widget for every panel: each FigureWidget ships plotly.js
+        self._layout = (self.panels, ())  # what the charts were made for (`_layout`): no eval metrics yet
 
         self._title = widgets.HTML(_title(self.job))
         self._state = widgets.HTML().add_class("dswb-state")
@@ -97,9 +102,13 @@ class Monitor(widgets.VBox):
         self._suggestion = widgets.HTML()
         self._moe_select = widgets.Dropdown(description="MoE layer", options=[], layout=dict(width="45%", display="none"))
         self._moe_select.observe(lambda c: None if self._choosing else self.select_layer(c["new"]), names="value")
+        self._sample_step = widgets.Dropdown(description="samples", options=[], layout=dict(width="30%", display="none"))
+        self._sample_step.observe(lambda c: None if self._choosing else self.select_samples(c["new"]), names="value")
+        self._samples = widgets.HTML(layout=dict(display="none")).add_class("dswb-samples")
         charts = widgets.Box([self.chart], layout=dict(width="100%")).add_class("dswb-charts").add_class("dswb-loss")  # loss first
         super().__init__([self._title, widgets.HBox([self._state, self._progress, self._eta]),
-                          widgets.HBox([self._stop, self._checkpoint, self._note]), self._log, charts, self._moe_select, self._findings,
+                          widgets.HBox([self._stop, self._checkpoint, self._note]), self._log, charts, self._moe_select,
+                          self._sample_step, self._samples, self._findings,
                           widgets.HBox([self._choice, self._apply, self._relaunch]), self._suggestion])
         self.add_class("dswb-monitor")
         self.update(diagnosis=not follow, to_end=not follow)
@@ -114,6 +123,7 @@ class Monitor(widgets.VBox):
         self.suggested: RunConfig | None = None  # ... and the corrected config it gives
         self._diagnosed_at, self._drawn_lines, self._asked_checkpoint, self._drawn = 0.0, -1, None, {}
         self.moe_layer, self._choosing = None, False  # the MoE layer the moe panels show (None: the most imbalanced)
+        self.sample_step, self._samples_drawn = None, None  # the evaluation whose samples are shown (None: the newest)
 
     def _config(self) -> RunConfig | None:
         try: return RunConfig.from_dict(read_config_file(self.job.paths.config))  # bounded: size, depth; never a FIFO
@@ -127,26 +137,29 @@ def _sources(m: Metrics, panel: str, layer: str | None = None) -> tuple:
     "What a panel is drawn from, as row counts (and the MoE layer shown): a panel whose sources did not change is not sent again."
     if panel in MOE_PANELS: rows = (sum(len(l.step) for l in m.moe.values()), moe_layer(m, layer))
     elif panel in ("activations", "act_hist"): rows = (len(m.act.step),)
+    elif panel == "eval": rows = (len(m.eval), (best_checkpoint(m) or {}).get("step"))  # the best pointer moves after its eval line
     else: rows = (len(m.train), len(m.eval)) if panel == "loss" else (len(m.train),)
     return (m.truncations, *rows)  # a resume can replace rows without changing their count
 
 def _redraw(self: Monitor):
-    if self.metrics.moe and "moe" not in self.panels and not self._fixed_panels: _add_moe_panels(self)
+    if (layout := _layout(self)) != self._layout: _rebuild(self, layout)  # a panel joined, or the eval panel's metrics changed
     with self.chart.batch_update():  # one message to the browser per update
         for panel, where in self._slices.items():
             if self._drawn.get(panel) == (sources := _sources(self.metrics, panel, self.moe_layer)): continue
             for trace, new in zip(self.chart.data[where], panel_traces(self.metrics, panel, self.max_points, self.smoothing, self.moe_layer)):
-                trace.update({k: v for k, v in new.items() if k in ("x", "y", "z", "customdata", "name")})
+                trace.update({k: v for k, v in new.items() if k in ("x", "y", "z", "customdata", "name", "text")})
             if panel == "moe": self.chart.layout["yaxis" + self.chart.data[where][0].yaxis[1:]].title.text = moe_axis_title(self.metrics, self.moe_layer)
             self._drawn[panel] = sources
     self._drawn_lines = self.metrics.lines
     if "moe" in self.panels: _moe_choices(self)
+    _show_samples(self)
 
 def _show_status(self: Monitor, status: dict):
     state = str(status.get("state", "unknown"))  # status.json is data from anyone: everything from it is escaped
     color = BADGE.get(state, "#7f7f7f")
     error = f" <span style='color:#d62728'>{html.escape(str(status['error'])[:500])}</span>" if status.get("error") else ""
-    self._state.value = f"<span style='background:{color};color:white;padding:2px 8px;border-radius:4px'>{html.escape(state)}</span>{error}"
+    reason = f" <span style='color:#555'>{html.escape(str(status['stop_reason'])[:500])}</span>" if status.get("stop_reason") else ""
+    self._state.value = f"<span style='background:{color};color:white;padding:2px 8px;border-radius:4px'>{html.escape(state)}</span>{reason}{error}"
     total = status.get("max_steps")
     if not isinstance(total, int) or isinstance(total, bool) or total < 0: total = self.config.max_steps if self.config else 0
     total, step, train = min(total, STEP_LIMIT), min(max(self.metrics.step, 0), STEP_LIMIT), self.metrics.train
@@ -193,9 +206,17 @@ def update(self, diagnosis: bool = True, to_end: bool = False) -> int:
     return new
 
 # %% ../nbs/42_monitor.ipynb #926c6f06
-def _add_moe_panels(self: Monitor):
-    "Add the MoE panels to the charts in place: the run has logged expert load."
-    self.panels += MOE_PANELS
+def _layout(self: Monitor) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    "The panels the charts should hold (by default also those the run's lines now call for) and the metrics of the eval panel."
+    p, m = self.panels, self.metrics
+    if not self._fixed_panels:
+        if "eval" not in p and eval_metrics(m): p = p[:1] + ("eval",) + p[1:]  # beside the loss, which has eval_loss
+        if "moe" not in p and m.moe: p += MOE_PANELS
+    return p, tuple(eval_metrics(m)) if "eval" in p else ()
+
+def _rebuild(self: Monitor, layout: tuple):
+    "Make the charts again in place for `layout` (`_layout`): one widget, so one copy of plotly.js, whatever joins."
+    self.panels, self._layout = layout[0], layout
     fig, self._slices = dashboard(self.metrics, self.panels, self.max_points, self.smoothing, layer=self.moe_layer)
     with self.chart.batch_update():
         self.chart.data = []
@@ -217,6 +238,47 @@ def select_layer(self, layer: str | None):
     "Show `layer` in the MoE panels (None or \"\": the most imbalanced layer)."
     self.moe_layer = layer or None
     _redraw(self)
+
+# %% ../nbs/42_monitor.ipynb #95698924
+def _sample_text(text: str, chars: int) -> str:
+    "A prompt or reply from disk as HTML: at most `chars` characters (saying how many more), control characters escaped, line ends marked."
+    text = str(text)
+    cut = f"… ({len(text) - chars:,} more characters)" if len(text) > chars else ""
+    lines = [html.escape(printable(line)) for line in text[:chars].split("\n")]
+    return "<span style='color:#bbb'>↵</span>\n".join(lines) + html.escape(cut)  # a reply of blank lines shows what it is
+
+def training_samples_html(m: Metrics, step: int | None = None, chars: int = SAMPLE_CHARS) -> str:
+    "The replies generated at evaluation `step` (None, or a step without samples: the newest) as HTML: each prompt in bold grey, its reply after it."
+    s = m.samples
+    if not len(s): return ""
+    steps = s["step"].to_numpy()
+    if step is None or step not in steps: step = int(steps.max())
+    rows = s[steps == step].sort_values("index", kind="stable")
+    shown = "".join(f"<div style='white-space:pre-wrap;max-height:8em;overflow-y:auto;margin:2px 0'><b style='color:#888'>"
+                    f"{_sample_text(prompt, chars)}</b> {_sample_text(output, chars)}</div>"
+                    for prompt, output in zip(rows["prompt"][:SAMPLES_SHOWN], rows["output"][:SAMPLES_SHOWN]))
+    more = f"<i>and {len(rows) - SAMPLES_SHOWN} more</i>" if len(rows) > SAMPLES_SHOWN else ""
+    return f"<b>Samples at step {step}</b>{shown}{more}"
+
+def _show_samples(self: Monitor):
+    "Offer the evaluations with samples, newest first, and show the chosen one's; nothing shows for a run without samples."
+    s, m = self.metrics.samples, self.metrics
+    if self._samples_drawn == (key := (m.truncations, len(s), self.sample_step)): return
+    steps = np.unique(s["step"].to_numpy())[::-1][:SAMPLE_STEPS].tolist()
+    options = [("newest", "")] + [(f"step {n}", n) for n in steps]
+    if list(self._sample_step.options) != options:
+        self._choosing = True  # the options change the value: that is no choice of the person's
+        try: self._sample_step.options, self._sample_step.value = options, self.sample_step if self.sample_step in steps else ""
+        finally: self._choosing = False
+    self._samples.value = training_samples_html(m, self.sample_step)
+    self._sample_step.layout.display = self._samples.layout.display = None if len(s) else "none"
+    self._samples_drawn = key
+
+@patch_to(Monitor)
+def select_samples(self, step: int | None):
+    "Show the samples of the evaluation at `step` (None or \"\": the newest, followed as new ones arrive)."
+    self.sample_step = None if step in (None, "") else int(step)
+    _show_samples(self)
 
 # %% ../nbs/42_monitor.ipynb #4a524c0f
 @patch_to(Monitor)

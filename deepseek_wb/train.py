@@ -342,7 +342,7 @@ def main(argv=None) -> int:
             if early:
                 stop_reason = best.stop_reason()
                 writer.event("early_stopped", step=step, metric=best.metric, best=best.best, best_step=best.best_step,
-                             patience=best.patience, reason=stop_reason)
+                             best_checkpoint=best.kept_step, patience=best.patience, reason=stop_reason)
                 break
             if stopping:
                 leave()

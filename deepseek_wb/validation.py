@@ -90,9 +90,11 @@ class BestTracker:
         return self.patience is not None and self.waited >= self.patience
 
     def stop_reason(self) -> str:
-        "Why the run stops early, in words."
-        at = f"best {self.best:.6g} at step {self.best_step}" if self.best is not None else "it was never defined"
-        return f"early stopping: {self.metric} did not improve for {self.patience} evaluations ({at})"
+        "Why the run stops early, in words, with the checkpoint kept as the best."
+        by = f" by more than {self.min_delta:g}" if self.min_delta else ""
+        at = (f"the best checkpoint: step {self.kept_step}, {self.kept:.6g}" if self.kept_step is not None
+              else f"best {self.best:.6g} at step {self.best_step}" if self.best is not None else "it was never defined")
+        return f"early stopping: {self.metric} did not improve{by} for {self.patience} evaluations ({at})"
 
     def keep(self, step: int) -> dict | None:
         "The `best` pointer's fields when a checkpoint saved at `step` is the best so far (it was evaluated at `step`), else None."

@@ -37,7 +37,7 @@ def test_two_ranks_best_checkpoint_and_early_stopping(tmp_path):
     lines = evals(job)
     assert sorted(lines) == [4, 8, 12], lines  # two evaluations without a gain of 0.5 after the first: stopped at 12
     assert {"eval_loss", "accuracy", "f1_macro", "precision_macro", "log_loss"} <= set(lines[12]), lines[12]
-    assert "f1_macro did not improve for 2 evaluations" in status["stop_reason"]
+    assert "f1_macro did not improve by more than 0.5 for 2 evaluations" in status["stop_reason"]
     stopped = events(job.run_dir, "early_stopped")
     assert [(e["step"], e["best_step"]) for e in stopped] == [(12, 4)]
     best = read_best(job.run_dir/"checkpoints")
