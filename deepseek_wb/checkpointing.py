@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoints import (check_trusted, complete_checkpoints, latest_checkpoint, mark_complete, prune,
-                                     remove_checkpoint, verify_checkpoint, write_best)
+from .checkpoints import (BEST, check_trusted, complete_checkpoints, latest_checkpoint, mark_complete, prune,
+                                     read_best, remove_checkpoint, verify_checkpoint, write_best)
 from .core import RunPaths
 from .distributed import everyone
 
@@ -91,7 +91,9 @@ def save_checkpoint(engine, run: RunPaths, step: int, data_state: dict, writer, 
     "Save a whole checkpoint of every rank at `step` (every rank calls this), then keep only the newest `keep_last` and the best."
     import deepspeed.comm as dist
     rank, path = dist.get_rank(), run.checkpoints/f"step_{step}"
-    if rank == 0 and path.exists(): remove_checkpoint(path)
+    if rank == 0 and path.exists():  # an earlier attempt at this step: it goes, and a pointer naming it with it
+        if (read_best(run.checkpoints) or {}).get("step") == step: (run.checkpoints/BEST).unlink()
+        remove_checkpoint(path)
     dist.barrier()
     engine.save_checkpoint(str(run.checkpoints), tag=path.name, client_state=dict(step=step, data=data_state, **extra),
                            save_latest=False)

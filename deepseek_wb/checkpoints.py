@@ -18,12 +18,13 @@ from pathlib import Path
 from .core import atomic_write, atomic_write_json, link_problems, read_bounded
 
 # %% auto #0
-__all__ = ['MARKER', 'POINTER', 'BEST', 'step_dirs', 'complete_checkpoints', 'latest_checkpoint', 'file_sizes', 'mark_complete',
-           'verify_checkpoint', 'write_best', 'read_best', 'remove_checkpoint', 'prune', 'trust_problems',
-           'UntrustedRunDirError', 'check_trusted']
+__all__ = ['MARKER', 'POINTER', 'MAX_MARKER_BYTES', 'BEST', 'step_dirs', 'marked', 'complete_checkpoints', 'latest_checkpoint',
+           'file_sizes', 'mark_complete', 'verify_checkpoint', 'write_best', 'read_best', 'remove_checkpoint', 'prune',
+           'trust_problems', 'UntrustedRunDirError', 'check_trusted']
 
 # %% ../nbs/21_checkpoints.ipynb #7d482eaa
 MARKER, POINTER = "COMPLETE", "latest"
+MAX_MARKER_BYTES = 8 << 20  # a marker lists a checkpoint's files and sizes: far less than this
 _STEP = re.compile(r"^step_(\d+)$")
 
 def step_dirs(root: str | Path) -> list[tuple[int, Path]]:
@@ -34,16 +35,21 @@ def step_dirs(root: str | Path) -> list[tuple[int, Path]]:
              if (m := _STEP.match(p.name)) and p.is_dir() and not p.is_symlink()]
     return sorted(found)
 
+def marked(path: str | Path) -> bool:
+    "Whether checkpoint folder `path` holds a COMPLETE marker: a regular file (not a link, a FIFO or a device)."
+    try: return stat.S_ISREG(os.lstat(Path(path)/MARKER).st_mode)
+    except OSError: return False
+
 def complete_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
     "The checkpoints under `root` that carry a COMPLETE marker, oldest first (`verify_checkpoint` says if one is intact)."
-    return [(n, p) for n, p in step_dirs(root) if (p/MARKER).is_file()]
+    return [(n, p) for n, p in step_dirs(root) if marked(p)]
 
 def latest_checkpoint(root: str | Path, clean: bool = False) -> tuple[int, Path] | None:
     "The newest marked checkpoint; partial ones newer than it are reported (and removed when `clean`)."
     whole = complete_checkpoints(root)
     newest = whole[-1][0] if whole else -1
     for n, p in step_dirs(root):
-        if n > newest and not (p/MARKER).is_file():
+        if n > newest and not marked(p):
             warnings.warn(f"skipping partial checkpoint {p} (no {MARKER} marker: the save was interrupted)")
             if clean: shutil.rmtree(p, ignore_errors=True)
     return whole[-1] if whole else None
@@ -77,9 +83,11 @@ def mark_complete(path: str | Path, **info):
 def verify_checkpoint(path: str | Path) -> str:
     "Why checkpoint folder `path` cannot be trusted to be whole ('' when its files match its marker)."
     path = Path(path)
-    try: marker = json.loads((path/MARKER).read_text())
-    except FileNotFoundError: return f"{path} has no {MARKER} marker (the save was interrupted)"
-    except (OSError, ValueError) as e: return f"{path/MARKER} cannot be read ({type(e).__name__}): it is damaged"
+    if not marked(path): return f"{path} has no {MARKER} marker (the save was interrupted), or it is not a regular file"
+    raw = read_bounded(path/MARKER, MAX_MARKER_BYTES + 1) or b""
+    if len(raw) > MAX_MARKER_BYTES: return f"{path/MARKER} is larger than {MAX_MARKER_BYTES:,} bytes: it is no marker of ours"
+    try: marker = json.loads(raw)
+    except ValueError as e: return f"{path/MARKER} cannot be read ({type(e).__name__}): it is damaged"
     files = marker.get("files") if isinstance(marker, dict) else None
     if not isinstance(files, dict) or not all(isinstance(v, int) for v in files.values()):
         return f"{path/MARKER} lists no files and sizes: it was not written by this version's save"
@@ -104,7 +112,7 @@ def read_best(root: str | Path) -> dict | None:
     if not (isinstance(best, dict) and type(best.get("step")) is int and 0 <= best["step"] < 2**63
             and isinstance(best.get("metric"), str) and type(best.get("value")) in (int, float)): return None
     path = Path(root)/f"step_{best['step']}"
-    if path.is_symlink() or not (path/MARKER).is_file(): return None
+    if path.is_symlink() or not marked(path): return None
     return dict(best, path=path)
 
 # %% ../nbs/21_checkpoints.ipynb #24fb9766

@@ -33,8 +33,9 @@ from . import __version__
 from .core import atomic_write_json
 
 # %% auto #0
-__all__ = ['TEXT_SUFFIXES', 'MAX_EXPANSION', 'MIN_DECODED', 'OUTPUT_MARKER', 'DataError', 'LoadReport', 'parquet_batches',
-           'load_texts', 'column', 'demo_corpus', 'text_stats', 'OutputExists', 'check_output', 'save_texts']
+__all__ = ['TEXT_SUFFIXES', 'MAX_LINE_BYTES', 'MAX_EXPANSION', 'MIN_DECODED', 'OUTPUT_MARKER', 'DataError', 'LoadReport',
+           'parquet_batches', 'load_texts', 'column', 'demo_corpus', 'text_stats', 'OutputExists', 'check_output',
+           'save_texts']
 
 # %% ../nbs/10_data.ipynb #8aa1b6c9
 class DataError(ValueError):
@@ -84,12 +85,19 @@ def _check_text(path: Path, head: bytes):
         raise DataError(f"{path}: not UTF-8 text ({bad} of its first {len(text)} characters are NUL or undecodable): "
                         "a binary file, or text in another encoding; convert it to UTF-8, or give it the suffix of its real format")
 
+MAX_LINE_BYTES = 16 << 20  # one line (a record, a text) is read whole up to this; a longer one is refused before it fills memory
+
 def _lines(path: Path):
     "The lines of text file `path` as (line number, bytes), once its start is checked to be text; a UTF-8 BOM is dropped."
     with open(path, "rb") as f:
         _check_text(path, f.read(65536))
         f.seek(0)
-        for i, raw in enumerate(f, 1):
+        i = 0
+        while raw := f.readline(MAX_LINE_BYTES + 1):
+            i += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise DataError(f"{path}:{i}: a line of more than {MAX_LINE_BYTES:,} bytes: a record holds a text, not a corpus; "
+                                "split it into lines (or records), or drop it")
             yield i, (raw.removeprefix(codecs.BOM_UTF8) if i == 1 else raw)
 
 def _decode(raw: bytes, loc: str, report: LoadReport) -> str:

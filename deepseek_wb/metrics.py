@@ -434,7 +434,10 @@ class Metrics:
         "Sample lines (a causal LM's replies at each evaluation): step, index (the prompt's number), prompt, output, time; in file order."
         if "sample" not in self._cache:
             t, columns = self._table("sample"), pa.schema([("step", pa.int64()), *SAMPLE, ("time", pa.float64())])
-            self._cache["sample"] = (t if t is not None and t.num_rows else columns.empty_table()).select(columns.names).to_pandas()
+            if t is None or not t.num_rows: t = columns.empty_table()
+            for name in columns.names:  # a column no line had (a sample line without a time) is all null, not missing
+                if name not in t.column_names: t = t.append_column(name, pa.nulls(t.num_rows, columns.field(name).type))
+            self._cache["sample"] = t.select(columns.names).to_pandas()
         return self._cache["sample"]
 
     @property

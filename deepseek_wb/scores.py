@@ -142,7 +142,8 @@ def _roc_auc(y_true: list, p: np.ndarray, classes: list) -> tuple[float | None, 
     absent = [c for c in classes if c not in set(y_true)]
     if absent: return None, f"class {absent[0]!r} never occurs in y_true: ROC-AUC needs examples of every class"
     if len(classes) == 2: return float(skm.roc_auc_score([y == classes[1] for y in y_true], p[:, 1])), None
-    return float(skm.roc_auc_score(y_true, p, multi_class="ovr", average="macro", labels=classes)), None
+    column = {c: i for i, c in enumerate(classes)}  # scikit-learn wants labels sorted: the columns' own order, as indices
+    return float(skm.roc_auc_score([column[y] for y in y_true], p, multi_class="ovr", average="macro", labels=range(len(classes)))), None
 
 def _per_class(y_true: list, y_pred: list, classes: list) -> list[dict]:
     "Precision, recall, F1 and support of each class (0.0 where a ratio has nothing to divide by)."
@@ -170,7 +171,8 @@ def classification_scores(y_true, y_pred, probs=None, labels=None) -> Scores:
         out["roc_auc"], why = _roc_auc(y_true, p, classes)
         if why: undefined["roc_auc"] = why
         exact = p / p.sum(1, keepdims=True)  # rounding within our tolerance, which scikit-learn's tighter check would warn about
-        out["log_loss"] = float(skm.log_loss(y_true, exact, labels=classes))
+        column = {c: i for i, c in enumerate(classes)}  # by index: scikit-learn would sort names and mismatch the columns
+        out["log_loss"] = float(skm.log_loss([column[y] for y in y_true], exact, labels=range(len(classes))))
     return Scores(out, dict(labels=classes, per_class=_per_class(y_true, y_pred, classes),
                             confusion_matrix=skm.confusion_matrix(y_true, y_pred, labels=classes).tolist(), undefined=undefined))
 

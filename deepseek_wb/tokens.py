@@ -22,8 +22,8 @@ from .config import no_custom_code
 from .data import column
 
 # %% auto #0
-__all__ = ['SPECIALS', 'IGNORE', 'IDS', 'PACKED', 'PACK_WINDOW', 'train_tokenizer', 'load_tokenizer', 'map_to', 'cache_or_build',
-           'pack_lengths', 'pack_examples', 'fill_ratio', 'text_pieces', 'tokenize', 'collate_causal']
+__all__ = ['SPECIALS', 'IGNORE', 'IDS', 'PACKED', 'PACK_WINDOW', 'CHARS_PER_TOKEN', 'train_tokenizer', 'load_tokenizer', 'map_to',
+           'cache_or_build', 'pack_lengths', 'pack_examples', 'fill_ratio', 'text_pieces', 'tokenize', 'collate_causal']
 
 # %% ../nbs/13_tokens.ipynb #4bdb2bf5
 SPECIALS = {"bpe": dict(pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>", mask_token="<mask>"),
@@ -143,6 +143,8 @@ def text_pieces(token_lists: Sequence[list[int]], max_length: int, eos: int | No
         pieces += [ids[i:i + max_length] for i in range(0, len(ids), max_length) if len(ids) - i >= 2]
     return pieces
 
+CHARS_PER_TOKEN = 32  # a token rarely holds more: a text cut to max_length x this keeps what truncation would keep
+
 def tokenize(ds: datasets.Dataset, tokenizer, max_length: int, packing: bool = True, num_proc: int | None = None,
              cache_dir: str | Path | None = None) -> datasets.Dataset:
     "Tokenize the `text` column: packed rows (`input_ids`, `labels`, `position_ids`), or truncated texts keeping `label`; cached."
@@ -150,7 +152,8 @@ def tokenize(ds: datasets.Dataset, tokenizer, max_length: int, packing: bool = T
     def packed(batch):
         pieces = text_pieces(tokenizer(batch["text"])["input_ids"], max_length, eos)
         return pack_examples(pieces, pieces, max_length)
-    def truncated(batch): return {"input_ids": tokenizer(batch["text"], truncation=True, max_length=max_length)["input_ids"]}
+    def truncated(batch):  # a text's end past max_length tokens is never read: cut it first (tokenizing all of it costs ~100x its size)
+        return {"input_ids": tokenizer([t[:max_length * CHARS_PER_TOKEN] for t in batch["text"]], truncation=True, max_length=max_length)["input_ids"]}
     def build():
         keep = {} if packing else {c: f for c, f in ds.features.items() if c == "label"}
         features = PACKED if packing else datasets.Features(keep | dict(input_ids=IDS))

@@ -35,7 +35,7 @@ from .models import (apply_mode, base_source, build_base, build_tokenizer, count
 from .sources import LINEAGE, load_sources
 from .telemetry import SCHEMA_VERSION, ActivationStats, MoeStats, RunWriter
 from .tokens import collate_causal, load_tokenizer, tokenize
-from .validation import BestTracker, evaluate, generate_samples, sample_prompts
+from .validation import BestTracker, evaluate, generate_samples, reconcile_best, sample_prompts
 
 # %% auto #0
 __all__ = ['Batches', 'split', 'make_collate', 'data_format', 'loader', 'load_rows', 'tokenized', 'run_tokenizer', 'grad_norm',
@@ -274,6 +274,7 @@ def main(argv=None) -> int:
                          train_sequences=len(train_set), eval_sequences=len(eval_set), load_problems=report["problems"], format=fmt)
         best = BestTracker(cfg.eval.metric or "eval_loss", cfg.eval.patience, cfg.eval.min_delta)
         if why := best.restore(client.get("best")): print(f"warning: {why}", file=sys.stderr, flush=True)
+        if client and rank == 0: reconcile_best(run.checkpoints, best)  # the pointer says what the restored state kept
         prompts = sample_prompts(cfg, eval_rows, fmt, tokenizer) if eval_set.num_rows else []
         save_model_at = lambda folder: save_model(engine, cfg, tokenizer, folder, rank, base_at)  # every checkpoint's model/
         acts = ActivationStats(engine.module) if cfg.activations_every else None
@@ -329,7 +330,8 @@ def main(argv=None) -> int:
                 metrics = evaluate(engine, eval_set, collate, cfg, rank, world)
                 writer.eval(step, **metrics)
                 best.update(step, metrics)
-                for s in generate_samples(engine.module, tokenizer, prompts, cfg.eval.sample_tokens, cfg.zero.stage == 3):
+                for s in generate_samples(engine.module, tokenizer, prompts, cfg.eval.sample_tokens, cfg.zero.stage == 3,
+                                          templated=fmt != "text", reserved=cfg.prompt.num_virtual_tokens if cfg.mode == "prompt" else 0):
                     writer.sample(step, **s)
             asked = rank == 0 and take_request(run.control/"checkpoint")  # "checkpoint now" from the notebook
             told = rank == 0 and take_request(run.control/"stop")  # Job.stop: reaches ranks on every node
@@ -370,9 +372,9 @@ def main(argv=None) -> int:
 def write_folder(path: Path, *writers) -> Path:
     "Write folder `path` whole: the `writers` fill a new folder beside it, which then takes its place (never a mix of old and new)."
     tmp, old = path.with_name(f".{path.name}.tmp"), path.with_name(f".{path.name}.old")
-    for left in (tmp, old):  # what a crash left
-        if left.is_symlink(): left.unlink()
-        elif left.exists(): shutil.rmtree(left)
+    for left in (tmp, old):  # what a crash left (a folder), or anything else in its way
+        if left.is_dir() and not left.is_symlink(): shutil.rmtree(left)
+        elif os.path.lexists(left): left.unlink()
     tmp.mkdir()
     for write in writers: write(str(tmp))
     if path.exists(): os.replace(path, old)

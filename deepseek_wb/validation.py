@@ -8,17 +8,22 @@ Docs: https://deepseek-wb.github.io/deepseek_wb/validation.html.md"""
 from __future__ import annotations
 
 import math
+import os
+import shutil
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from .checkpoints import BEST, marked, write_best
 from .config import EVAL_METRICS, RunConfig
 from .distributed import all_gather_rows, all_reduce
 from .scores import higher_is_better, is_better, score
 from .tokens import IGNORE
 
 # %% auto #0
-__all__ = ['PROMPT_WORDS', 'token_sums', 'evaluate', 'BestTracker', 'sample_prompts', 'generate_samples']
+__all__ = ['PROMPT_WORDS', 'PROMPT_CHARS', 'token_sums', 'rng_devices', 'evaluate', 'BestTracker', 'reconcile_best',
+           'sample_prompts', 'positions', 'generate_samples']
 
 # %% ../nbs/24_validation.ipynb #cbea3d36
 def token_sums(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
@@ -30,6 +35,10 @@ def token_sums(logits: torch.Tensor, labels: torch.Tensor, task: str) -> torch.T
     return torch.stack([loss, correct.to(loss.dtype), counted.sum().to(loss.dtype)])
 
 # %% ../nbs/24_validation.ipynb #88e412b0
+def rng_devices() -> list[int]:
+    "The devices whose random state `fork_rng` keeps: the CUDA device too when there is one (reseeding reseeds it)."
+    return [torch.cuda.current_device()] if torch.cuda.is_available() else []
+
 def _metrics(task: str, logits: torch.Tensor, labels: torch.Tensor) -> dict:
     "Eval loss and the task's metrics from a classifier's or regressor's logits and labels (every rank's, on the CPU)."
     if task == "classification":
@@ -47,15 +56,16 @@ def evaluate(engine, rows, collate, cfg: RunConfig, rank: int, world: int) -> di
     sums, logits, labels = torch.zeros(3, device=engine.device), [], []
     training = model.training
     model.eval()
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(cfg.seed)
-        mine = list(range(rank, len(rows) // world * world, world))  # as many rows on every rank: under ZeRO-3 every
-        for i in range(0, min(len(mine), cfg.eval_batches * cfg.micro_batch_size), cfg.micro_batch_size):  # forward is a collective
-            batch = {k: v.to(engine.device) for k, v in collate([rows[j] for j in mine[i:i + cfg.micro_batch_size]]).items()}
-            out = engine(**batch)
-            if lm: sums += token_sums(out.logits, batch["labels"], task)
-            else: logits.append(out.logits.float()); labels.append(batch["labels"].float())
-    model.train(training)
+    try:
+        with torch.random.fork_rng(devices=rng_devices()), torch.no_grad():
+            torch.manual_seed(cfg.seed)
+            mine = list(range(rank, len(rows) // world * world, world))  # as many rows on every rank: under ZeRO-3 every
+            for i in range(0, min(len(mine), cfg.eval_batches * cfg.micro_batch_size), cfg.micro_batch_size):  # forward is a collective
+                batch = {k: v.to(engine.device) for k, v in collate([rows[j] for j in mine[i:i + cfg.micro_batch_size]]).items()}
+                out = engine(**batch)
+                if lm: sums += token_sums(out.logits, batch["labels"], task)
+                else: logits.append(out.logits.float()); labels.append(batch["labels"].float())
+    finally: model.train(training)
     if lm:
         loss_sum, correct, tokens = all_reduce(sums.tolist())
         if not tokens: return {}
@@ -69,7 +79,7 @@ def evaluate(engine, rows, collate, cfg: RunConfig, rank: int, world: int) -> di
 # %% ../nbs/24_validation.ipynb #9cc874ee
 class BestTracker:
     "The best value of one metric over a run's evaluations: which checkpoint to keep as the best, and when to stop early."
-    FIELDS = ("best", "best_step", "waited", "kept", "kept_step")
+    FIELDS = ("metric", "best", "best_step", "waited", "kept", "kept_step")
 
     def __init__(self, metric: str = "eval_loss", patience: int | None = None, min_delta: float = 0.0):
         self.metric, self.patience, self.min_delta = metric, patience, min_delta
@@ -80,6 +90,7 @@ class BestTracker:
         "Take the evaluation at `step`."
         value = metrics.get(self.metric)
         self.last = (step, value)
+        if self.best is None and (value is None or math.isnan(value)): return  # not yet defined (one class seen): no wait yet
         beaten = self.best if self.best is None else self.best + (self.min_delta if higher_is_better(self.metric) else -self.min_delta)
         if is_better(self.metric, value, beaten): self.best, self.best_step, self.waited = value, step, 0
         else: self.waited += 1
@@ -108,43 +119,65 @@ class BestTracker:
 
     def restore(self, state) -> str:
         "Take a checkpoint's `state`; '' when it was sound, else why it was dropped."
-        def number(v): return v is None or (type(v) in (int, float) and math.isfinite(v))
+        def number(v): return v is None or (type(v) is float and math.isfinite(v)) or (type(v) is int and abs(v) < 2**53)
         def count(v): return v is None or (type(v) is int and 0 <= v < 2**63)
         if state is None: return ""
+        if isinstance(state, dict) and state.get("metric") != self.metric:
+            return f"the checkpoint tracked {str(state.get('metric'))[:40]!r}, this run tracks {self.metric!r}: the best starts afresh"
         if not (isinstance(state, dict) and all(number(state.get(k)) for k in ("best", "kept"))
                 and all(count(state.get(k)) for k in ("best_step", "waited", "kept_step")) and state.get("waited") is not None):
             return "the checkpoint's best-metric state is not one this job writes: tracking the best starts afresh"
         for k in self.FIELDS: setattr(self, k, state.get(k))
         return ""
 
+def reconcile_best(root: str | Path, best: BestTracker):
+    "Make `root/best` name the checkpoint the restored `best` kept, when it is whole; else remove the pointer and the claim (rank 0)."
+    pointer, kept = Path(root)/BEST, Path(root)/f"step_{best.kept_step}"
+    if pointer.is_dir() and not pointer.is_symlink(): shutil.rmtree(pointer)
+    elif os.path.lexists(pointer): pointer.unlink()
+    if best.kept_step is not None and not kept.is_symlink() and marked(kept): write_best(root, best.kept_step, best.metric, best.kept)
+    else: best.kept = best.kept_step = None
+
 # %% ../nbs/24_validation.ipynb #fe5355f4
-PROMPT_WORDS = 12  # a text row's prompt: its first words
+PROMPT_WORDS, PROMPT_CHARS = 12, 200  # a text row's prompt: its first words, and no more characters (CJK has no spaces)
 
 def sample_prompts(cfg: RunConfig, rows, fmt: str, tokenizer) -> list[str]:
-    "The prompts a causal LM's evaluations answer: `eval.sample_prompts`, else the openings of the first `eval.samples` rows."
+    "The prompts a causal LM's evaluations answer: `eval.sample_prompts`, else the openings of the first `eval.samples` rows (chats templated)."
     e = cfg.eval
     if cfg.model.task != "causal_lm": return []
-    if e.sample_prompts: return list(e.sample_prompts)
+    chat = lambda turns: tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+    if e.sample_prompts: return [p if fmt == "text" else chat([dict(role="user", content=p)]) for p in e.sample_prompts]
     out = []
     for row in rows.select(range(min(e.samples, len(rows)))):
-        if fmt == "text": out.append(" ".join(row["text"].split()[:PROMPT_WORDS]))
+        if fmt == "text": out.append(" ".join(row["text"].split()[:PROMPT_WORDS])[:PROMPT_CHARS])
         else:
             turns = row["messages"]
             first = next((i for i, t in enumerate(turns) if t["role"] == "assistant"), len(turns))
-            if first: out.append(tokenizer.apply_chat_template(turns[:first], tokenize=False, add_generation_prompt=True))
+            if first: out.append(chat(turns[:first]))
     return out
 
-def generate_samples(model, tokenizer, prompts: list[str], max_new_tokens: int, synced: bool = False) -> list[dict]:
-    "Greedy replies of `model` to `prompts` ({index, prompt, output}); every rank calls this under ZeRO-3 (`synced`)."
-    out, device = [], next(model.parameters()).device
+def positions(model) -> int | None:
+    "How many positions `model` takes (its config's n_positions or max_position_embeddings), if it says."
+    c = model.config
+    return getattr(c, "n_positions", None) or getattr(c, "max_position_embeddings", None)
+
+def generate_samples(model, tokenizer, prompts: list[str], max_new_tokens: int, synced: bool = False,
+                     templated: bool = False, reserved: int = 0) -> list[dict]:
+    "Greedy replies of `model` to `prompts` ({index, prompt, output}), each prompt cut to fit its positions; every rank calls this under ZeRO-3 (`synced`)."
+    out, device, limit = [], next(model.parameters()).device, positions(model)
+    room = limit - max_new_tokens - reserved if limit else None  # reserved: prompt tuning's virtual tokens
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     training = model.training
     model.eval()
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        for i, prompt in enumerate(prompts):
-            enc = tokenizer(prompt, return_tensors="pt").to(device)
-            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True, synced_gpus=synced,
-                                 pad_token_id=pad)
-            out.append(dict(index=i, prompt=prompt, output=tokenizer.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)))
-    model.train(training)
+    try:
+        with torch.random.fork_rng(devices=rng_devices()), torch.no_grad():
+            for i, prompt in enumerate(prompts):
+                ids = tokenizer(prompt, add_special_tokens=not templated)["input_ids"]  # a chat template writes its own
+                if room is not None: ids = ids[-room:] if room > 0 else []  # its end: what the reply follows
+                if not ids: continue  # every rank skips the same prompts: they are the same on every rank
+                ids = torch.tensor([ids], device=device)
+                new = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                     do_sample=False, use_cache=True, synced_gpus=synced, pad_token_id=pad)[0, ids.shape[1]:]
+                out.append(dict(index=i, prompt=prompt, output=tokenizer.decode(new, skip_special_tokens=True)))
+    finally: model.train(training)
     return out
