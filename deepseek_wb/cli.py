@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, check_file, parse_value, read_yaml_file
+from .core import printable
 from .env import env_report, local_hardware
 from .shipped import UnknownExample, config_file, examples, write_dashboard, write_example
 
@@ -302,6 +303,8 @@ def parser() -> argparse.ArgumentParser:
     dg.add_argument("--json", action="store_true", help="print the findings as JSON")
     dg.set_defaults(run=_diagnose)
     _add_shipped(sub)
+    _add_eval(sub)
+    _add_export(sub)
     return p
 
 def _take_overrides(p: argparse.ArgumentParser, args, rest: list[str]):
@@ -362,3 +365,86 @@ def _add_shipped(sub):
     gr.add_argument("dest", nargs="?", help="the file, or the folder, to write it to (default: deepseek_wb.json here)")
     gr.set_defaults(run=_grafana)
     for s in (ex, gr): s.add_argument("--force", action="store_true", help="replace a file already there")
+
+# %% ../nbs/50_cli.ipynb #f1e1e078
+def _error(e: BaseException) -> int:
+    "Print error `e` on stderr, each line printable (a run directory's names may hold terminal escapes); exit code 1."
+    print("error: " + "\n".join(printable(line) for line in str(e).splitlines()), file=sys.stderr)
+    return 1
+
+def _eval(args) -> int:
+    "Evaluate a run's model with its task's metrics; write RUN/eval/report.json."
+    import datasets, transformers
+    from deepseek_wb.evaluate import describe_report, evaluate
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()  # its load reports would come before our one-line error
+    try: report = evaluate(args.run_dir, data=args.data, checkpoint=args.checkpoint, limit=args.limit, samples=args.samples)
+    except (ConfigError, ValueError, OSError) as e: return _error(e)
+    print(json.dumps(report, indent=2) if args.json else describe_report(report))
+    return 0
+
+def _add_eval(sub):
+    "The `eval` subcommand."
+    ev = sub.add_parser("eval", help="evaluate a run's model with its task's metrics (writes RUN/eval/report.json)")
+    ev.add_argument("run_dir", help="a run directory, or a model folder")
+    ev.add_argument("--data", default=None, help="a data file with the run's columns (default: the run's own evaluation split)")
+    ev.add_argument("--checkpoint", default="last", help="last (final/), best, or a step number (default: last)")
+    ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N examples")
+    ev.add_argument("--samples", type=int, default=8, help="causal LMs on chat data: replies generated and scored (default 8)")
+    ev.add_argument("--json", action="store_true", help="print the report as JSON")
+    ev.set_defaults(run=_eval)
+
+# %% ../nbs/50_cli.ipynb #25cf84de
+def _export_summary(report: dict) -> dict:
+    "What `export --json` prints: the ONNX file, its largest difference from torch, and the INT8 copy's figures."
+    return {k: report[k] for k in ("onnx", "max_abs_diff", "int8") if k in report}
+
+def _describe_export(report: dict) -> str:
+    "The export report in a few lines."
+    lines = [f"wrote {report['onnx']} (parity with torch: max |diff| {report['max_abs_diff']:.2e} at "
+             f"{len(report.get('parity', []))} shapes not traced)"]
+    if q := report.get("int8"):
+        lines.append(f"INT8 {q['path']}: {q['size_ratio']:.2f}x the size, {q['latency_ratio']:.2f}x the latency (batch 1, one thread)")
+        if q.get("metric_before") is not None and q.get("metric_after") is not None:
+            lines.append(f"  {q['metric']}: {q['metric_before']:.4g} -> {q['metric_after']:.4g}")
+        if q.get("agreement") is not None: lines.append(f"  the same prediction {q['agreement']:.1%} of the time")
+    return "\n".join(lines)
+
+def _export(args) -> int:
+    "Export a run's model (or a model folder) to ONNX, and INT8 with --quantize int8; write the folder with its report."
+    import datasets, transformers
+    from deepseek_wb.evaluate import eval_texts, is_run_dir, model_folder
+    from deepseek_wb.export import export_model, read_labelled
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()  # its load reports would come before our one-line error
+    try:
+        run = Path(args.run_dir) if is_run_dir(args.run_dir) else None
+        folder = model_folder(run, args.checkpoint) if run else Path(args.run_dir)
+        if run is not None and folder != run/"final":  # a checkpoint: asked for, or the newest of a run that did not finish
+            print(f"note: exporting {folder.relative_to(run)}" + ("" if args.checkpoint != "last" else " (the run has no final model)"),
+                  file=sys.stderr)
+        texts = labels = None
+        if args.data: texts, labels = read_labelled(args.data, args.text_column, args.label_column, limit=args.limit)
+        elif run is not None and args.quantize:
+            texts, labels, why = eval_texts(run, args.limit)
+            if why: print(f"note: {why}", file=sys.stderr)
+        report = export_model(folder, out_dir=args.out or (run/"export" if run else None), texts=texts, labels=labels,
+                              int8=args.quantize == "int8", base=args.base)
+    except (ConfigError, ValueError, OSError, RuntimeError) as e: return _error(e)
+    print(json.dumps(_export_summary(report), indent=2) if args.json else _describe_export(report))
+    return 0
+
+def _add_export(sub):
+    "The `export` subcommand."
+    ex = sub.add_parser("export", help="export a run's model to ONNX (dynamic axes, parity checked), and INT8 (writes RUN/export/)")
+    ex.add_argument("run_dir", help="a run directory, or a model folder (then --out is needed)")
+    ex.add_argument("--checkpoint", default="last", help="last (final/), best, or a step number (default: last)")
+    ex.add_argument("--quantize", choices=["int8"], default=None, help="also write model.int8.onnx and its report")
+    ex.add_argument("--data", default=None, help="a JSONL/CSV file for the INT8 report (default: the run's evaluation split)")
+    ex.add_argument("--text-column", default="text", help="with --data: the text column (default: text)")
+    ex.add_argument("--label-column", default=None, help="with --data: the label column (classifiers, regressors)")
+    ex.add_argument("--limit", type=int, default=200, help="texts for the INT8 report at most (default 200)")
+    ex.add_argument("--out", default=None, help="the folder to write (default: RUN/export)")
+    ex.add_argument("--base", default=None, help="an adapter's base model folder (default: the run's own base/)")
+    ex.add_argument("--json", action="store_true", help="print {onnx, max_abs_diff, int8} as JSON")
+    ex.set_defaults(run=_export)
