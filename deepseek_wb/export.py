@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 
 from .config import MAX_CONFIG_BYTES, CustomCodeRefused, no_custom_code
 from .core import printable
-from .evaluate import EvalError, _json_file, _no_links
+from .evaluate import EvalError, _json_file, _no_links, check_model_json
 from .models import moe_block_classes
 from .scores import classification_scores, lm_scores, regression_scores
 from .tokens import load_tokenizer
@@ -104,12 +104,8 @@ def _model_folder(folder: Path) -> dict:
     if not isinstance(family, str) or family not in CONFIG_MAPPING_NAMES:
         raise ExportError(f"{folder}/config.json: model_type {printable(repr(family), 80)} is no model family transformers ships: it "
                           "cannot be built without running code from the folder, which is never done")
-    if kernels := [v for k in ("attn_implementation", "_attn_implementation") if "/" in str(v := config.get(k) or "")]:
-        raise ExportError(f"{folder}/config.json: attn_implementation {printable(repr(kernels[0]), 100)} names attention kernels on the "
-                          "Hugging Face Hub, whose code would be fetched and run: remove it from config.json (export uses sdpa)")
-    if "quantization_config" in config:
-        raise ExportError(f"{folder}/config.json: a quantized model (quantization_config): its loader needs libraries and kernels of "
-                          "its own; export the model's unquantized weights (quantize makes the INT8 copy)")
+    try: check_model_json(config, folder/"config.json")  # evaluation's check: Hub kernels, flash-attn, quantization, nested too
+    except EvalError as e: raise ExportError(str(e)) from None
     _check_weights(folder)
     return config
 
