@@ -130,6 +130,7 @@ class BestTracker:
         for k in self.FIELDS: setattr(self, k, state.get(k))
         return ""
 
+# %% ../nbs/24_validation.ipynb #3e2e27ce
 def reconcile_best(root: str | Path, best: BestTracker):
     "Make `root/best` name the checkpoint the restored `best` kept, when it is whole; else remove the pointer and the claim (rank 0)."
     pointer, kept = Path(root)/BEST, Path(root)/f"step_{best.kept_step}"
