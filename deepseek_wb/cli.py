@@ -305,6 +305,7 @@ def parser() -> argparse.ArgumentParser:
     _add_shipped(sub)
     _add_eval(sub)
     _add_export(sub)
+    _add_serve(sub)
     return p
 
 def _take_overrides(p: argparse.ArgumentParser, args, rest: list[str]):
@@ -448,3 +449,33 @@ def _add_export(sub):
     ex.add_argument("--base", default=None, help="an adapter's base model folder (default: the run's own base/)")
     ex.add_argument("--json", action="store_true", help="print {onnx, max_abs_diff, int8} as JSON")
     ex.set_defaults(run=_export)
+
+# %% ../nbs/50_cli.ipynb #12270456
+def _serve(args) -> int:
+    "Serve a model with the OpenAI API until SIGTERM or Ctrl-C."
+    import transformers
+    from deepseek_wb.serve import serve
+    transformers.logging.set_verbosity_error()  # its load reports would come before our one-line error
+    try: serve(args.model, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+               runtime=args.backend, int8=args.int8, token_budget=args.token_budget, name=args.name, base=args.base, status=args.status,
+               drain_s=args.drain_s, say=lambda line: print(line, flush=True))
+    except (ValueError, OSError, RuntimeError) as e: return _error(e)
+    return 0
+
+def _add_serve(sub):
+    "The `serve` subcommand."
+    sv = sub.add_parser("serve", help="serve a model with the OpenAI API (completions, chat, classify), batching requests")
+    sv.add_argument("model", help="an export folder, a run directory (its export/, else final/), or a Hugging Face model folder")
+    sv.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: loopback only)")
+    sv.add_argument("--port", type=int, default=0, help="the port (default 0: any free one; the URL is printed)")
+    sv.add_argument("--max-batch", type=int, default=32, help="requests or sequences per model call at most (default 32)")
+    sv.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a classifier's batch waits to fill (default 5)")
+    sv.add_argument("--max-queue", type=int, default=256, help="requests waiting at most; past that, 429 (default 256)")
+    sv.add_argument("--token-budget", type=int, default=4096, help="prompt tokens one prefill step takes on at most (default 4096)")
+    sv.add_argument("--backend", choices=["onnx", "torch"], default=None, help="default: onnx for an export, torch for a model folder")
+    sv.add_argument("--int8", action="store_true", help="serve the export's INT8 model (model.int8.onnx)")
+    sv.add_argument("--name", default=None, help="the model id clients send (default: the run's or the folder's name)")
+    sv.add_argument("--base", default=None, help="an adapter's base model folder (default: the run's own base/)")
+    sv.add_argument("--status", default=None, help="a JSON file kept up to date with the server's state and URL")
+    sv.add_argument("--drain-s", type=float, default=30.0, help="seconds in-flight requests get to finish on SIGTERM (default 30)")
+    sv.set_defaults(run=_serve)
