@@ -75,6 +75,8 @@ test-quickstart: setup
 	    -k python3 --cwd nbs/tutorials --execution-timeout $(PAPERMILL_TIMEOUT) -p max_steps 20 -p warmup_steps 2 -p gpu_memory_gb 24 -p data_limit 600
 	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/papermill nbs/tutorials/chat.ipynb runs/chat-ci.ipynb \
 	    -k python3 --cwd nbs/tutorials --execution-timeout $(PAPERMILL_TIMEOUT) -p max_steps 20 -p warmup_steps 2 -p data_limit 300
+	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/papermill nbs/tutorials/serving.ipynb runs/serving-ci.ipynb \
+	    -k python3 --cwd nbs/tutorials --execution-timeout $(PAPERMILL_TIMEOUT) -p max_steps 10 -p warmup_steps 2 -p load_seconds 3
 
 clean:
 	rm -rf $(VENV) runs _docs _proc
