@@ -56,8 +56,9 @@ test-sync: setup
 test-docs: setup
 	$(BIN)/python -c "from nbdev.serve import proc_nbs; proc_nbs(force=True)"
 
+# The tutorials are left to test-quickstart, which runs them once with small parameters as papermill batch runs.
 test-notebooks: setup
-	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 nbdev-test --n-workers 2
+	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 nbdev-test --n-workers 2 --skip-folder-re '^([_.]|tutorials$$)'
 
 test-pytest: setup
 	PYTHON=$(BIN)/python tools/test_deps.sh ssh
