@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import shutil
 import statistics
@@ -39,12 +40,12 @@ from .tokens import load_tokenizer
 
 # %% auto #0
 __all__ = ['TOLERANCE', 'EXPORT_TASKS', 'TOTAL', 'TRACE_SHAPES', 'CAUSAL_CHECKS', 'SEQUENCE_CHECKS', 'SLOWER_ON_CPU',
-           'MAX_EVAL_ROWS', 'TENSORRT', 'METRIC', 'INT8_OPS', 'INT8_FILES', 'ExportError', 'ParityError', 'ModelSource',
-           'find_model', 'load_model', 'CausalLMWithCache', 'SequenceLogits', 'io_names', 'dynamic_axes',
-           'dynamic_shapes', 'Shape', 'positions', 'example_inputs', 'to_onnx', 'session', 'check_parity',
-           'OnnxCausalLM', 'read_labelled', 'eval_targets', 'write_whole', 'latency_ms', 'torch_latency',
-           'tensorrt_latency', 'gpu_report', 'predict', 'score_predictions', 'latency_table', 'quantize',
-           'export_model']
+           'MAX_EVAL_ROWS', 'TENSORRT', 'METRIC', 'INT8_OPS', 'INT8_FILES', 'TRITON_TYPES', 'ExportError',
+           'ParityError', 'ModelSource', 'find_model', 'load_model', 'CausalLMWithCache', 'SequenceLogits', 'io_names',
+           'dynamic_axes', 'dynamic_shapes', 'Shape', 'positions', 'example_inputs', 'to_onnx', 'session',
+           'check_parity', 'OnnxCausalLM', 'read_labelled', 'eval_targets', 'write_whole', 'latency_ms',
+           'torch_latency', 'tensorrt_latency', 'gpu_report', 'predict', 'score_predictions', 'latency_table',
+           'quantize', 'triton_name', 'triton_config', 'write_triton', 'export_model']
 
 # %% ../nbs/62_export.ipynb #2c33846c
 TOLERANCE = 1e-4  # max |ONNX - torch| in fp32, on any output, at any checked shape
@@ -861,7 +862,7 @@ def _int8(folder: Path, published: Path, report: dict, tokenizer, texts, targets
 # %% ../nbs/62_export.ipynb #ed469132
 def _export_files(folder: Path) -> list[Path]:
     "The files of export folder `folder`; anything but a plain file (a link could point anywhere, and ONNX Runtime writes beside the model) is refused."
-    found = sorted(folder.iterdir())
+    found = [p for p in sorted(folder.iterdir()) if not (p.name == "triton" and p.is_dir() and not p.is_symlink())]  # written anew
     if odd := [p for p in found if p.is_symlink() or not p.is_file()]:
         raise ExportError(f"{folder}: {', '.join(printable(p.name, 80) for p in odd[:3])}: no plain file (a symbolic link, a folder, ...); "
                           "an export folder holds only the files export_model wrote: export again")
@@ -901,8 +902,39 @@ def quantize(export_dir: str | os.PathLike, # a folder export_model wrote
             except OSError: shutil.copyfile(f, tmp/f.name)  # a file system without hard links, or a file not ours to link
         report["int8"] = _int8(tmp, folder, report, tokenizer, texts, targets, per_channel, max_length, runs)
         _write_report(tmp, report)
+        write_triton(tmp, report.get("triton", {}).get("model") or folder.name)
     write_whole(folder, fill)
     return report
+
+# %% ../nbs/62_export.ipynb #2cd6ac22
+TRITON_TYPES = {"tensor(int64)": "TYPE_INT64", "tensor(int32)": "TYPE_INT32", "tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16",
+                "tensor(bfloat16)": "TYPE_BF16", "tensor(bool)": "TYPE_BOOL"}
+
+def triton_name(name: str) -> str:
+    "A model name Triton takes (and a folder name): letters, digits, `_`, `.`, `-`; at most 100 characters."
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name))[:100].strip(".") or "model"
+
+def triton_config(path: str | os.PathLike, name: str, max_batch: int = 32, max_wait_ms: float = 5.0) -> str:
+    "Triton's config.pbtxt for ONNX model `path`: ONNX Runtime's backend, each tensor's type and dims after the batch, dynamic batching."
+    sess = session(path)
+    def tensors(args) -> str:
+        return ",\n".join(f'  {{ name: "{a.name}" data_type: {TRITON_TYPES[a.type]} dims: [ {", ".join(str(d) if isinstance(d, int) else "-1" for d in a.shape[1:])} ] }}'
+                          for a in args)
+    return (f'name: "{triton_name(name)}"\nbackend: "onnxruntime"\nmax_batch_size: {int(max_batch)}\n'
+            f"input [\n{tensors(sess.get_inputs())}\n]\noutput [\n{tensors(sess.get_outputs())}\n]\n"
+            f"dynamic_batching {{\n  max_queue_delay_microseconds: {round(max_wait_ms * 1000)}\n}}\n")
+
+def write_triton(folder: Path, name: str, max_batch: int = 32, max_wait_ms: float = 5.0) -> dict:
+    "A Triton model repository in export folder `folder`: triton/NAME/config.pbtxt, and triton/NAME/1/model.onnx linked to the export's."
+    name = triton_name(name)
+    version = folder/"triton"/name/"1"
+    version.mkdir(parents=True)
+    for f in ("model.onnx", "model.onnx.data"):
+        if not (folder/f).is_file(): continue
+        try: os.link(folder/f, version/f)
+        except OSError: shutil.copyfile(folder/f, version/f)
+    (folder/"triton"/name/"config.pbtxt").write_text(triton_config(folder/"model.onnx", name, max_batch, max_wait_ms))
+    return dict(model=name, max_batch=int(max_batch), max_wait_ms=float(max_wait_ms))
 
 # %% ../nbs/62_export.ipynb #23b25c4e
 def export_model(model_dir: str | os.PathLike, # a run directory (its final/), or a model or adapter folder
@@ -948,6 +980,8 @@ def export_model(model_dir: str | os.PathLike, # a run directory (its final/), o
                       gpu=gpu_report(wrapper, tmp/"model.onnx", vocab, min(128, most - virtual if most else 128), runs=runs),
                       versions=_versions(), created_at=time.time())
         if int8: report["int8"] = _int8(tmp, out, report, tokenizer, texts, targets, True, 128, runs)
+        report["triton"] = dict(repository=str(out/"triton"), model=triton_name((src.run or src.folder).name), max_batch=32, max_wait_ms=5.0)
         _write_report(tmp, report)
+        write_triton(tmp, report["triton"]["model"])
     write_whole(out, fill)
     return report

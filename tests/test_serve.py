@@ -77,6 +77,18 @@ def alone(models, prompt, n):
     return models["tok"].decode(out[0, len(ids):], skip_special_tokens=True)
 
 
+def endless_prompt(models, n=480):
+    "A prompt whose greedy continuation runs all `n` tokens without an end token: a request that keeps its seat a while."
+    tok = models["tok"]
+    ends = {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
+    for prompt in PROMPTS + [f"item {i}" for i in range(20)]:
+        with torch.no_grad():
+            out = models["model"].generate(torch.tensor([tok(prompt)["input_ids"]]), max_new_tokens=n, do_sample=False,
+                                           eos_token_id=None, pad_token_id=0)[0, -n:].tolist()
+        if not ends & set(out): return prompt
+    raise AssertionError("no prompt runs on without an end token")
+
+
 def test_openai_client_completions_chat_and_streams(models, gpt):
     client = OpenAI(base_url=f"{gpt.url}/v1", api_key="unused", max_retries=0)
     test_id = client.models.list().data[0].id
@@ -125,7 +137,7 @@ def test_errors_in_openais_shape(gpt):
         assert (r.status_code, r.json()["error"]["code"]) == (status, code), r.text
     r = httpx.post(f"{gpt.url}/v1/completions", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and "no JSON" in r.json()["error"]["message"]
-    r = httpx.post(f"{gpt.url}/v1/completions", content=b"x" * 4_000_001)
+    r = httpx.post(f"{gpt.url}/v1/completions", content=b"x" * 2_000_001, headers={"content-type": "application/json"})
     assert r.status_code == 413
     assert httpx.get(f"{gpt.url}/v1/completions").status_code == 405
     assert httpx.get(f"{gpt.url}/health").json()["status"] == "ok"
@@ -155,6 +167,19 @@ def test_full_queue_answers_429_with_retry_after(models):
         refused = next(r for r in results if r[0] == 429)
         assert int(refused[1]) >= 1 and refused[2]["error"]["type"] == "rate_limit_exceeded"
         assert s.metric("deepseek_wb_serve_rejected_total") == codes.count(429)
+        # a queued client that leaves frees its seat in the queue at once, while the batch is still busy
+        endless = endless_prompt(models)
+        long = threading.Thread(target=lambda: httpx.post(f"{s.url}/v1/completions", timeout=60, json={
+            "model": "gpt", "prompt": endless, "max_tokens": 480, "temperature": 0}))
+        long.start()
+        wait_for(lambda: s.metric("deepseek_wb_serve_running_sequences") == 1, timeout=20, what="the long request to run")
+        with httpx.stream("POST", f"{s.url}/v1/completions", json={"model": "gpt", "prompt": "y", "max_tokens": 5, "stream": True}) as r:
+            assert r.status_code == 200
+        wait_for(lambda: s.metric("deepseek_wb_serve_queue_depth") == 0, timeout=10, what="the queue to free the seat")
+        assert s.metric("deepseek_wb_serve_running_sequences") == 1  # the long one still runs: the seat came back early
+        r = httpx.post(f"{s.url}/v1/completions", json={"model": "gpt", "prompt": "z", "max_tokens": 2}, timeout=60)
+        assert r.status_code == 200, r.text
+        long.join(60)
     finally: s.close()
 
 
