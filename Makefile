@@ -61,7 +61,7 @@ test-notebooks: setup
 	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 nbdev-test --n-workers 2 --skip-folder-re '^([_.]|tutorials$$)'
 
 test-pytest: setup
-	PYTHON=$(BIN)/python tools/test_deps.sh ssh
+	PYTHON=$(BIN)/python tools/test_deps.sh ssh triton
 	PATH=$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not browser"
 
 # The quickstart in JupyterLab, driven by headless Chromium; screenshots land in runs/browser-artifacts/.

@@ -1,5 +1,6 @@
 """`deepseek-wb serve` as a process, driven by real clients: the official `openai` package for
 completions, chat and streaming; plain HTTP for errors, overload, a client that leaves and SIGTERM."""
+import importlib.util
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import time
 import httpx
 import pytest
 import torch
+from google.protobuf import text_format
 from openai import OpenAI
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, BertConfig, GPT2Config
 
@@ -232,3 +234,20 @@ def test_a_run_with_an_export_is_served_on_onnx_runtime(models, tmp_path):
         r = httpx.post(f"{s.url}/v1/completions", json={"model": "run", "prompt": PROMPTS[0], "max_tokens": 12, "temperature": 0}).json()
         assert r["choices"][0]["text"] == alone(models, PROMPTS[0], 12)
     finally: s.close()
+    # the Triton model repository beside it, read by Triton's own schema
+    config = triton_schema().ModelConfig()
+    text_format.Parse((run/"export"/"triton"/"run"/"config.pbtxt").read_text(), config)
+    assert (config.name, config.backend, config.max_batch_size, config.dynamic_batching.max_queue_delay_microseconds) == ("run", "onnxruntime", 32, 5000)
+    assert [i.name for i in config.input][:3] == ["input_ids", "attention_mask", "position_ids"]
+    assert list(config.input[3].dims) == [4, -1, 16]  # past keys: heads, positions (dynamic), head size; the batch axis is Triton's
+    assert (run/"export"/"triton"/"run"/"1"/"model.onnx").samefile(run/"export"/"model.onnx")
+
+
+def triton_schema():
+    "Triton's ModelConfig protobuf module, as tools/test_deps.sh triton leaves it."
+    path = os.path.join(sys.prefix, "share", "deepseek_wb_tests", "triton_model_config_pb2.py")
+    if not os.path.isfile(path): pytest.fail(f"no {path}: run tools/test_deps.sh triton (make test does)")
+    spec = importlib.util.spec_from_file_location("triton_model_config_pb2", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

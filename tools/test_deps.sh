@@ -5,11 +5,13 @@
 #            without them, and without root to install them, those tests skip.
 #   browser  Debian's chromium and Python's playwright, for tests/test_browser.py (playwright drives
 #            Debian's chromium; its own browser download is not used). Required by that test.
+#   triton   Triton's model config schema (model_config_pb2.py from the tritonclient wheel, taken out of it:
+#            the package itself pins an older ml-dtypes), which tests/test_serve.py parses config.pbtxt with.
 # System packages come from apt-get (as root); playwright from pip into the current environment.
-# Idempotent. Usage: tools/test_deps.sh [ssh] [browser]   (both when none is named; venv active, or PYTHON=...)
+# Idempotent. Usage: tools/test_deps.sh [ssh] [browser] [triton]   (all when none is named; venv active, or PYTHON=...)
 set -euo pipefail
 PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
-groups="${*:-ssh browser}"
+groups="${*:-ssh browser triton}"
 did=""
 
 apt_install() {  # apt_install REQUIRED PACKAGE...: install when root with apt-get; else fail (REQUIRED=1) or warn
@@ -38,6 +40,20 @@ if [[ " $groups " == *" browser "* ]]; then
     if ! "$PYTHON" -c "import playwright.sync_api" >/dev/null 2>&1; then
         "$PYTHON" -m pip install --quiet --disable-pip-version-check "playwright>=1.40"
         did="${did}installed playwright into $("$PYTHON" -c 'import sys; print(sys.prefix)'); "
+    fi
+fi
+if [[ " $groups " == *" triton "* ]]; then
+    dest="$("$PYTHON" -c 'import sys; print(sys.prefix)')/share/deepseek_wb_tests"
+    if [ ! -f "$dest/triton_model_config_pb2.py" ]; then
+        tmp=$(mktemp -d)
+        "$PYTHON" -m pip download --quiet --no-deps --disable-pip-version-check "tritonclient>=2.40" -d "$tmp" 2>/dev/null
+        mkdir -p "$dest"
+        "$PYTHON" - "$tmp" "$dest/triton_model_config_pb2.py" <<'PY'
+import glob, sys, zipfile
+wheel = zipfile.ZipFile(glob.glob(sys.argv[1] + "/tritonclient-*.whl")[0])
+open(sys.argv[2], "wb").write(wheel.read("tritonclient/grpc/model_config_pb2.py"))
+PY
+        rm -rf "$tmp"; did="${did}Triton's model config schema into $dest; "
     fi
 fi
 echo "test_deps ($groups): ${did:-nothing to install}"
