@@ -37,9 +37,11 @@ def test_exact_resume_after_sigkill(tmp_path, stage):
     assert resumed_at >= 4 and sorted(after) == list(range(resumed_at + 1, 13))
     assert after == {s: reference[s] for s in after}  # exactly equal, not close
 
-    # the control: without restoring the RNG states the same resume differs, so the test can fail
-    _, control = crashed_then_resumed("control", env={"DEEPSEEK_WB_RESTORE_RNG": "0"})
-    assert any(control[s] != reference[s] for s in control)
+    # the control: without restoring the RNG states the same resume differs, so the test can fail. The RNG
+    # states are saved and restored per rank whatever the ZeRO stage: one stage's control shows it for all.
+    if stage == STAGES[0]:
+        _, control = crashed_then_resumed("control", env={"DEEPSEEK_WB_RESTORE_RNG": "0"})
+        assert any(control[s] != reference[s] for s in control)
 
 
 def test_sigkill_during_checkpoint_saves(tmp_path):
