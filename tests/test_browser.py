@@ -32,6 +32,9 @@ PARAMS = dict(data_limit=600, gpu_memory_gb=24, warmup_steps=2, max_steps=3000)
 BUILDER_MARKER = "ConfigBuilder(config"  # the cell that shows the builder
 DATA_PANEL_MARKER = "panel = DataPanel("  # the cell that shows the data inspection panel
 MONITOR_MARKER = "Monitor(job"  # the live monitor; the cell before it launches the job; nothing after it runs
+SERVING = ROOT / "nbs" / "tutorials" / "serving.ipynb"
+SERVING_PARAMS = dict(max_steps=10, warmup_steps=2, load_seconds=2, export=False)
+PLAYGROUND_MARKER = "playground = Playground("  # the serving tutorial's playground; nothing after it runs
 ARTIFACTS = Path(os.environ.get("DEEPSEEK_WB_ARTIFACTS") or ROOT / "runs" / "browser-artifacts")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--disable-breakpad",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -142,8 +145,8 @@ JS_KERNEL = """() => ([...document.querySelectorAll('.jp-StatusBar-TextItem')]
 class NotebookPage:
     "A notebook open in JupyterLab in a Playwright page, with the cells of `source` (the .ipynb on disk)."
 
-    def __init__(self, page, lab: Lab, path: str, source: Path, artifacts: Path):
-        self.page, self.lab, self.path, self.artifacts = page, lab, path, artifacts
+    def __init__(self, page, lab: Lab, path: str, source: Path, artifacts: Path, workspace: str | None = None):
+        self.page, self.lab, self.path, self.artifacts, self.workspace = page, lab, path, artifacts, workspace
         cells = json.loads(source.read_text())["cells"]
         self.sources = ["".join(c["source"]) for c in cells]
         self.kinds = [c["cell_type"] for c in cells]
@@ -151,7 +154,8 @@ class NotebookPage:
         self.ran_through = -1  # the last cell run so far
 
     def open(self):
-        self.page.goto(self.lab.url(f"lab/tree/{self.path}"))
+        # a workspace of its own shows this notebook alone (the default one restores every notebook opened before)
+        self.page.goto(self.lab.url(f"lab/workspaces/{self.workspace}/tree/{self.path}" if self.workspace else f"lab/tree/{self.path}"))
         n = len(self.sources)
         poll(lambda: self.page.evaluate(f"() => ({JS_CELLS})().length"), lambda k: k == n, 120,
              f"{self.path} showing its {n} cells")
@@ -308,16 +312,21 @@ def workspace(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("browser")
     (work / "nbs" / "tutorials").mkdir(parents=True)
     import papermill
-    papermill.execute_notebook(str(QUICKSTART), str(work / "nbs" / "tutorials" / "quickstart.ipynb"),
-                               parameters=PARAMS, prepare_only=True, kernel_name="python3",
-                               progress_bar=False, log_output=False)
+    for source, params in ((QUICKSTART, PARAMS), (SERVING, SERVING_PARAMS)):
+        papermill.execute_notebook(str(source), str(work / "nbs" / "tutorials" / source.name), parameters=params,
+                                   prepare_only=True, kernel_name="python3", progress_bar=False, log_output=False)
     return work
 
 
 def stop_live_runs(runs_root: Path):
-    "Stop every job under `runs_root` that is still running."
+    "Stop every server and every job under `runs_root` that is still running."
     from deepseek_wb.jobs import Job
+    from deepseek_wb.servers import ServerProcess
+    for status in runs_root.glob("serve-*/status.json"):
+        try: ServerProcess.attach(status.parent).stop(30)
+        except Exception as e: print(f"could not stop the server of {status.parent}: {e!r}")
     for status in runs_root.glob("*/status.json"):
+        if status.parent.name.startswith("serve-"): continue
         try:
             job = Job.attach(status.parent)
             if job.alive(): job.stop(grace=30)
@@ -455,3 +464,35 @@ def test_monitor_follows_and_stops_the_job(quickstart):
         from deepseek_wb.jobs import Job
         poll(lambda: Job.attach(run_dir).alive(), lambda alive: not alive, 60, "the job's processes ending")
         print(f"status.json stopped and the job's processes gone {time.monotonic() - t:.1f} s after the click")
+
+
+def test_playground_streams_a_reply(quickstart):
+    "The serving tutorial, run to its playground: a prompt typed on the page, Send clicked, the reply streamed in."
+    nb = opened(quickstart)
+    page = nb.page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(30_000)
+    serving = NotebookPage(page, nb.lab, "nbs/tutorials/serving.ipynb", nb.lab.root_dir / "nbs" / "tutorials" / "serving.ipynb",
+                           nb.artifacts, workspace="serving")
+    try:
+        with serving.evidence("serving-open"):
+            serving.open()
+            i = run_through(serving, PLAYGROUND_MARKER, timeout=480)  # trains the run and starts its server first
+        with serving.evidence("serving-playground"):
+            out = serving.cell(i).locator(".jp-OutputArea")
+            box = out.locator("textarea").first
+            box.wait_for(state="visible", timeout=60_000)
+            show(box)
+            box.fill("How do I sort a list in Python?")
+            out.get_by_role("button", name="Send").click()
+            info, asked = out.locator(".dswb-reply-info"), out.locator(".dswb-prompt")
+            poll(lambda: asked.inner_text() if asked.count() else "", lambda t: "sort a list" in t, 30, "the prompt shown above the reply")
+            said = poll(lambda: info.inner_text() if info.count() else "", lambda t: t.startswith(("done:", "error:")), 120,
+                        "the reply to finish streaming")
+            assert said.startswith("done:"), said
+            pieces = int(re.search(r"done: (\d+) pieces", said).group(1))
+            reply = out.locator(".dswb-reply").inner_text()
+            assert pieces > 0 and reply.strip(), f"an empty reply: {said!r} {reply!r}"
+            serving.shot("playground-reply")
+    finally:
+        stop_live_runs(nb.lab.root_dir / "nbs" / "tutorials" / "runs")
+        page.close()
