@@ -5,7 +5,8 @@
 Two models built from configs with a tokenizer trained on the demo corpus: a GPT-2 (hidden 256, 4
 layers, 3.4M parameters) for generation and a BERT classifier of the same size. Each is served twice
 by `deepseek-wb serve` in processes of their own, `--max-batch 1` and the default (32), and loaded by
-1, 8, 32 and 64 closed-loop clients (each sends its next request when its answer comes) for a fixed
+1, 8, 32 and 64 closed-loop clients (each sends its next request when its answer comes; generation: a
+prompt and 32 tokens; classification: a docstring of the demo corpus of 150 to 400 characters) for a fixed
 time; the two servers take turns at each client count, so that a change in the machine's load hits
 both alike. Figures: requests/s, tokens/s (generation), p50 and p99 latency, the mean batch per model
 call and the mean model call's time (from the server's /metrics).
@@ -129,8 +130,10 @@ def main():
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         folders = build(Path(tmp), args.quick)
         result = dict(clients=args.clients, seconds=seconds, max_tokens=args.max_tokens, max_wait_ms=MAX_WAIT_MS)
+        from deepseek_wb.data import demo_corpus
+        texts = [t for t in demo_corpus()["text"] if 150 <= len(t) <= 400][:400]  # docstrings of a few sentences, 40 to 110 tokens
         gen = lambda i: dict(model="m", prompt=PROMPTS[i % len(PROMPTS)], max_tokens=args.max_tokens, temperature=0)
-        cls = lambda i: dict(model="m", input=PROMPTS[i % len(PROMPTS)] * (1 + i % 4))
+        cls = lambda i: dict(model="m", input=texts[i % len(texts)])
         for task, folder, route, body in (("generation", folders["gpt"], "/v1/completions", gen),
                                           ("classification", folders["bert"], "/v1/classify", cls)):
             servers = {"max-batch 1": Server(folder, "--max-batch", "1", "--max-queue", "1024"),

@@ -458,7 +458,7 @@ def _serve(args) -> int:
     transformers.logging.set_verbosity_error()  # its load reports would come before our one-line error
     try: serve(args.model, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                runtime=args.backend, int8=args.int8, token_budget=args.token_budget, name=args.name, base=args.base, status=args.status,
-               drain_s=args.drain_s, api_key=args.api_key, max_model_len=args.max_model_len, say=lambda line: print(line, flush=True))
+               drain_s=args.drain_s, api_key=args.api_key, max_model_len=args.max_model_len, threads=args.threads, say=lambda line: print(line, flush=True))
     except (ValueError, OSError, RuntimeError) as e: return _error(e)
     return 0
 
@@ -480,4 +480,5 @@ def _add_serve(sub):
     sv.add_argument("--drain-s", type=float, default=30.0, help="seconds in-flight requests get to finish on SIGTERM (default 30)")
     sv.add_argument("--max-model-len", type=int, default=None, help="tokens a prompt and its completion take at most (default: the model's)")
     sv.add_argument("--api-key", default=None, help="a key clients must send as Authorization: Bearer KEY (default: $DEEPSEEK_WB_API_KEY, else none)")
+    sv.add_argument("--threads", type=int, default=None, help="the model's CPU threads (default: every core but one, kept for HTTP)")
     sv.set_defaults(run=_serve)
