@@ -269,13 +269,13 @@ def _copy(tiny, name, tmp_path):
 
 def test_a_failed_int8_leaves_the_previous_export_as_it_was(tiny, tmp_path, monkeypatch):
     out = _copy(tiny, "export", tmp_path)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}  # the Triton repository's files too
     monkeypatch.setattr(export, "_quantize_file", lambda *a: (_ for _ in ()).throw(RuntimeError("quantizer crashed")))
     with pytest.raises(RuntimeError, match="quantizer crashed"):
         quantize(out, runs=1)
     with pytest.raises(RuntimeError, match="quantizer crashed"):
         export_model(tiny / "model", out, int8=True, runs=1)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -297,7 +297,8 @@ def test_the_exported_tokenizer_asks_to_run_no_code_and_the_report_lists_every_f
     assert "auto_map" not in json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
     assert (tmp_path / "out" / "report.json").stat().st_mode & 0o777 == 0o640  # as any new file: the server may be another user
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o750
-    assert set(r["files"]) == {p.name for p in (tmp_path / "out").iterdir()} - {"report.json"}
+    assert set(r["files"]) == {p.name for p in (tmp_path / "out").iterdir()} - {"report.json", "triton"}
+    assert (tmp_path / "out" / "triton" / r["triton"]["model"] / "1" / "model.onnx").samefile(tmp_path / "out" / "model.onnx")
     assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in r["files"].values())
 
 
