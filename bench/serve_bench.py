@@ -1,10 +1,10 @@
 """The server under load on loopback: batching against one request at a time, side by side in one run.
 
-    python bench/serve_bench.py [--runtime onnx|torch] [--seconds 8] [--clients 1 8 32 64] [--quick]
+    python bench/serve_bench.py [--runtime torch|onnx] [--seconds 8] [--clients 1 8 32 64] [--quick]
 
 Two models built from configs with a tokenizer trained on the demo corpus: a GPT-2 (hidden 256, 4
-layers) for generation and a BERT classifier of the same size, exported with `export_model` and served
-on ONNX Runtime as a deployment serves them (`--runtime torch`: the model folders in torch). Each is served twice
+layers) for generation and a BERT classifier of the same size, served in torch (`--runtime onnx`: exported
+with `export_model` and served on ONNX Runtime). Each is served twice
 by `deepseek-wb serve` in processes of their own, `--max-batch 1` and the default (32), and loaded by
 1, 8, 32 and 64 closed-loop clients (each sends its next request when its answer comes; generation: a
 prompt and 32 tokens; classification: a docstring of the demo corpus of 150 to 400 characters) for a fixed
@@ -125,7 +125,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=8.0, help="load per client count and server (default 8)")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 64])
     ap.add_argument("--max-tokens", type=int, default=32, help="tokens per generation request (default 32)")
-    ap.add_argument("--runtime", choices=["onnx", "torch"], default="onnx", help="serve the exports (default) or the model folders")
+    ap.add_argument("--runtime", choices=["onnx", "torch"], default="torch", help="serve the model folders (default) or their exports")
     ap.add_argument("--quick", action="store_true", help="tiny models, 2 s per point: check that the benchmark runs")
     args = ap.parse_args()
     seconds = 2.0 if args.quick else args.seconds
