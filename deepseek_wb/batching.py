@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+import torch
 from fastcore.basics import patch
 
 # %% auto #0
@@ -107,25 +108,31 @@ def _loop(self: DynamicBatcher):
         if self.on_batch: self.on_batch(len(live), took)
 
 # %% ../nbs/63_batching.ipynb #dd017fd9
-Past = list[np.ndarray]  # each layer's keys and values in turn, each (batch, heads, positions, head size)
+Past = list  # each layer's keys and values in turn, each (batch, heads, positions, head size): numpy arrays, or torch tensors on the model's device
+
+def _cat(arrays: list, axis: int = 0):
+    "numpy's or torch's concatenation, for whichever `arrays` are: a cache on a GPU stays there."
+    return np.concatenate(arrays, axis) if isinstance(arrays[0], np.ndarray) else torch.cat(arrays, axis)
 
 def pad_left(past: Past, mask: np.ndarray, width: int) -> tuple[Past, np.ndarray]:
     "A batch's cache and mask padded on the left to `width` positions: masked zeros."
     extra = width - mask.shape[1]
     if extra <= 0: return past, mask
-    return [np.pad(a, ((0, 0), (0, 0), (extra, 0), (0, 0))) for a in past], np.pad(mask, ((0, 0), (extra, 0)))
+    zeros = lambda a: (np.zeros if isinstance(a, np.ndarray) else a.new_zeros)((a.shape[0], a.shape[1], extra, a.shape[3]), dtype=a.dtype)
+    return [_cat([zeros(a), a], 2) for a in past], np.pad(mask, ((0, 0), (extra, 0)))
 
 def join(a: tuple[Past, np.ndarray], b: tuple[Past, np.ndarray]) -> tuple[Past, np.ndarray]:
     "Batches `a` and `b` (each a cache and its mask) as one: padded on the left to the longer, rows of `a` first."
     width = max(a[1].shape[1], b[1].shape[1])
     (pa, ma), (pb, mb) = pad_left(*a, width), pad_left(*b, width)
-    return [np.concatenate(x) for x in zip(pa, pb)], np.concatenate([ma, mb])
+    return [_cat(list(x)) for x in zip(pa, pb)], np.concatenate([ma, mb])
 
 def keep_rows(past: Past, mask: np.ndarray, rows: np.ndarray) -> tuple[Past, np.ndarray]:
     "Rows `rows` of a batch only, without the leading positions that none of them uses."
     mask = mask[rows]
     first = int(mask.any(0).argmax()) if mask.size else 0
-    return [a[rows][:, :, first:] for a in past], mask[:, first:]
+    pick = lambda a: a[rows] if isinstance(a, np.ndarray) else a[torch.as_tensor(rows, device=a.device)]
+    return [pick(a)[:, :, first:] for a in past], mask[:, first:]
 
 # %% ../nbs/63_batching.ipynb #7b27b30f
 def pick(logits: np.ndarray, temperature: float = 0.0, top_p: float = 1.0, rng: np.random.Generator | None = None) -> int:

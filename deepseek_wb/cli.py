@@ -458,7 +458,8 @@ def _serve(args) -> int:
     transformers.logging.set_verbosity_error()  # its load reports would come before our one-line error
     try: serve(args.model, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                runtime=args.backend, int8=args.int8, token_budget=args.token_budget, name=args.name, base=args.base, status=args.status,
-               drain_s=args.drain_s, api_key=args.api_key, max_model_len=args.max_model_len, threads=args.threads, say=lambda line: print(line, flush=True))
+               drain_s=args.drain_s, api_key=args.api_key, max_model_len=args.max_model_len, threads=args.threads,
+               device=args.device, dtype=args.dtype, say=lambda line: print(line, flush=True))
     except (ValueError, OSError, RuntimeError) as e: return _error(e)
     return 0
 
@@ -481,4 +482,7 @@ def _add_serve(sub):
     sv.add_argument("--max-model-len", type=int, default=None, help="tokens a prompt and its completion take at most (default: the model's)")
     sv.add_argument("--api-key", default=None, help="a key clients must send as Authorization: Bearer KEY (default: $DEEPSEEK_WB_API_KEY, else none)")
     sv.add_argument("--threads", type=int, default=None, help="the model's CPU threads (default: every core but one, kept for HTTP)")
+    sv.add_argument("--device", default="auto", help="torch: auto (the GPU when there is one), cpu, cuda or cuda:N (default auto)")
+    sv.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                    help="torch: the model's type (default auto: bfloat16 on a GPU that has it, else float32)")
     sv.set_defaults(run=_serve)

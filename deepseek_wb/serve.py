@@ -47,7 +47,7 @@ from .export import (CausalLMWithCache, ExportError, OnnxCausalLM, SequenceLogit
 from .tokens import load_tokenizer
 
 # %% auto #0
-__all__ = ['TEMPLATE_SECONDS', 'END_OF_TURN', 'Stop', 'ROUTES', 'MAX_BODY', 'INLINE_CHARS', 'ServeError', 'Backend',
+__all__ = ['DTYPES', 'TEMPLATE_SECONDS', 'END_OF_TURN', 'Stop', 'ROUTES', 'MAX_BODY', 'INLINE_CHARS', 'ServeError', 'Backend',
            'onnx_backend', 'torch_backend', 'load_backend', 'TextStream', 'stop_ids', 'error', 'CompletionRequest',
            'ChatMessage', 'ChatRequest', 'ClassifyRequest', 'parse', 'ServeMetrics', 'Measured', 'LoopbackHosts',
            'length_groups', 'Server', 'read_request', 'encode_chat', 'room', 'start', 'deltas', 'ClientGone',
@@ -69,7 +69,8 @@ class Backend:
     vocab: int                      # token ids the model takes: 0 .. vocab - 1
     source: str                     # the folder it was loaded from
     labels: dict | None = None      # a classifier's class names by id
-    step: Callable | None = None    # a causal LM: (ids, mask, past) -> (logits, past), numpy in and out
+    device: str = "cpu"             # where the model runs
+    step: Callable | None = None    # a causal LM: (ids, mask, past) -> (last position's logits (batch, 1, vocab), past)
     logits: Callable | None = None  # a classifier or regressor: (ids, mask) -> logits
 
 # %% ../nbs/64_serve.ipynb #6a8c188a
@@ -91,35 +92,55 @@ def onnx_backend(folder: str | os.PathLike, name: str | None = None, int8: bool 
         names = list(lm.past)
         def step(ids, mask, past):
             logits, present = lm.step(ids, mask, dict(zip(names, past)) if past else None)
-            return logits, [present[n] for n in names]
+            return logits[:, -1:], [present[n] for n in names]
         backend.step = step
     else:
         sess = session(path, threads)
         backend.logits = lambda ids, mask: sess.run(["logits"], _feed(sess, ids, mask))[0]
     return backend
 
+# %% ../nbs/64_serve.ipynb #d00bf400
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+def _placement(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
+    "Where and in what the model runs. `auto`: the GPU when torch sees one, in bfloat16 where it has it; else the CPU in float32."
+    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,2})?", device or ""):
+        raise ServeError(f"device {printable(repr(device), 40)}: give auto, cpu, cuda or cuda:N")
+    if dtype not in ("auto", *DTYPES): raise ServeError(f"dtype {printable(repr(dtype), 40)}: give auto, {', '.join(DTYPES)}")
+    gpu = torch.cuda.is_available()
+    if device.startswith("cuda") and not gpu: raise ServeError(f"device {device}: torch sees no GPU here; give --device cpu")
+    where = torch.device("cuda" if gpu else "cpu") if device == "auto" else torch.device(device)
+    if where.type == "cuda" and where.index is not None and where.index >= torch.cuda.device_count():
+        raise ServeError(f"device {device}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
+    bf16 = where.type == "cuda" and torch.cuda.is_bf16_supported()
+    return where, DTYPES[dtype] if dtype != "auto" else torch.bfloat16 if bf16 else torch.float32
+
 # %% ../nbs/64_serve.ipynb #e74a9dc7
-def torch_backend(folder: str | os.PathLike, name: str | None = None, base: str | os.PathLike | None = None) -> Backend:
-    "The model in `folder` (a run directory, a model folder, an adapter folder with its `base`) in torch."
+def torch_backend(folder: str | os.PathLike, name: str | None = None, base: str | os.PathLike | None = None,
+                  device: str = "auto", dtype: str = "auto") -> Backend:
+    "The model in `folder` (a run directory, a model folder, an adapter folder with its `base`) in torch, on `device` in `dtype`."
+    where, kind = _placement(device, dtype)
     try:
         src = find_model(folder, base)
         model, tokenizer = load_model(src)
     except ExportError as e: raise ServeError(str(e)) from None
+    model.to(where, kind)
     most = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     backend = Backend(name or _name_of(Path(folder)), src.task, "torch", tokenizer, most, model.get_input_embeddings().num_embeddings,
-                      str(src.folder), src.config.get("id2label") if src.task == "classification" else None)
+                      str(src.folder), src.config.get("id2label") if src.task == "classification" else None, device=str(where))
+    tensor = lambda a: a if isinstance(a, torch.Tensor) else torch.from_numpy(a).to(where)
     if src.task == "causal_lm":
         wrapper = CausalLMWithCache(model)
-        def step(ids, mask, past):
-            ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
-            pairs = [(torch.from_numpy(k), torch.from_numpy(v)) for k, v in zip(past[::2], past[1::2])] if past else []
+        def step(ids, mask, past):  # the cache stays a list of tensors on the model's device
+            ids, mask = tensor(ids), tensor(mask)
+            pairs = [(tensor(k), tensor(v)) for k, v in zip(past[::2], past[1::2])] if past else []
             with torch.inference_mode(): logits, present = wrapper(ids, mask, positions(mask)[:, -ids.shape[1]:], pairs)
-            return logits.float().numpy(), [t.numpy() for kv in present for t in kv]
+            return logits[:, -1:].float().cpu().numpy(), [t for kv in present for t in kv]
         backend.step = step
     else:
         wrapper = SequenceLogits(model)
         def logits(ids, mask):
-            with torch.inference_mode(): return wrapper(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
+            with torch.inference_mode(): return wrapper(tensor(ids), tensor(mask)).float().cpu().numpy()
         backend.logits = logits
     return backend
 
@@ -165,6 +186,8 @@ def load_backend(model: str | os.PathLike, # an export folder, a run directory, 
                  base: str | os.PathLike | None = None, # an adapter's base model folder (torch)
                  threads: int = 0, # ONNX Runtime's threads; 0: its default
                  max_model_len: int | None = None, # positions a prompt and its completion take at most; default: the model's
+                 device: str = "auto", # torch: auto (the GPU when there is one), cpu, cuda or cuda:N
+                 dtype: str = "auto", # torch: auto (bfloat16 on a GPU that has it, else float32), float32, bfloat16 or float16
                 ) -> Backend:
     "The model to serve from `model`, on ONNX Runtime or torch."
     path = Path(model)
@@ -173,11 +196,15 @@ def load_backend(model: str | os.PathLike, # an export folder, a run directory, 
     if runtime not in (None, "onnx", "torch"): raise ServeError(f"runtime {printable(repr(runtime), 40)}: give onnx or torch")
     if not path.is_dir(): raise ServeError(f"{path}: no such folder: give an export folder, a run directory or a model folder")
     export = path if _is_export(path) else path/"export" if is_run_dir(path) and _is_export(path/"export") else None
-    if export is not None and runtime != "torch": return _checked(onnx_backend(export, name or _name_of(export), int8, threads), max_model_len)
+    if export is not None and runtime != "torch":
+        if device not in ("auto", "cpu") or dtype != "auto":
+            raise ServeError(f"{export} is served on ONNX Runtime, on the CPU in its own types: leave --device and --dtype, or serve "
+                             f"the run or model folder in torch (--backend torch)")
+        return _checked(onnx_backend(export, name or _name_of(export), int8, threads), max_model_len)
     if runtime == "onnx" or int8:
         raise ServeError(f"{path} has no export to serve on ONNX Runtime: export it first (deepseek-wb export {path}), or serve it in torch")
     if export == path: raise ServeError(f"{path} is an export folder (ONNX): serve the run or model folder it came from in torch")
-    return _checked(torch_backend(path, name, base), max_model_len)
+    return _checked(torch_backend(path, name, base, device, dtype), max_model_len)
 
 # %% ../nbs/64_serve.ipynb #f95b5c25
 class TextStream:
@@ -698,6 +725,13 @@ def _status(path, **fields):
     "Write the server's status file, if it has one, atomically."
     if path: atomic_write_json(path, dict(pid=os.getpid(), updated_at=time.time()) | fields)
 
+def _announce(status, url: str, backend: Backend, say: Callable[[str], None]):
+    "The server takes requests: its status says so, with the URL, and `say` prints the ready line."
+    _status(status, state="ready", url=url, model=backend.name, task=backend.task, runtime=backend.runtime, source=backend.source,
+            device=backend.device)
+    where = "" if backend.device == "cpu" else f" on {backend.device}"
+    say(f"serving {printable(backend.name)} ({backend.task.replace('_', ' ')}, {backend.runtime}{where}) on {url}")
+
 # %% ../nbs/64_serve.ipynb #67bd96f7
 def stop_request(status: str | os.PathLike | None) -> Path | None:
     "The stop request of the server whose status file is `status`: the same name with `.stop` (status.json -> status.stop)."
@@ -744,6 +778,8 @@ def serve(model: str | os.PathLike, # an export folder, a run directory, or a Hu
           api_key: str | None = None, # a key clients must send (Authorization: Bearer KEY); default: none, or $DEEPSEEK_WB_API_KEY
           max_model_len: int | None = None, # positions a prompt and completion take at most; default: the model's
           threads: int | None = None, # the model's CPU threads; default: every core but one, which the HTTP side keeps
+          device: str = "auto", # torch: auto (the GPU when there is one), cpu, cuda or cuda:N
+          dtype: str = "auto", # torch: auto (bfloat16 on a GPU that has it, else float32), float32, bfloat16 or float16
           say: Callable[[str], None] = print, # where the ready line goes
          ):
     "Serve `model` with the OpenAI API until SIGTERM, Ctrl-C or a stop request, then drain."
@@ -753,7 +789,7 @@ def serve(model: str | os.PathLike, # an export folder, a run directory, or a Hu
     try:
         if threads is not None and threads < 0: raise ServeError(f"threads {threads}: give 1 or more (0 or none: every core but one)")
         torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) - 1))  # two threads on two busy cores wait on each other
-        backend = load_backend(model, runtime, int8, name, base, threads or 0, max_model_len)
+        backend = load_backend(model, runtime, int8, name, base, threads or 0, max_model_len, device, dtype)
         server = Server(backend, max_batch, max_wait_ms, max_queue, token_budget, api_key or os.environ.get("DEEPSEEK_WB_API_KEY") or None)
         sock = _bind(host, port)
     except BaseException as e:  # Ctrl-C while loading too: the status never stays at starting
@@ -761,9 +797,7 @@ def serve(model: str | os.PathLike, # an export folder, a run directory, or a Hu
     url, app = _url(sock), make_app(server, loopback=ipaddress.ip_address(sock.getsockname()[0]).is_loopback)
     web = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=drain_s, lifespan="on",
                                         limit_concurrency=max_queue + max_batch + 256))  # past that, 503: connections are bounded too
-    def ready():
-        _status(status, state="ready", url=url, model=backend.name, task=backend.task, runtime=backend.runtime, source=backend.source)
-        say(f"serving {printable(backend.name)} ({backend.task.replace('_', ' ')}, {backend.runtime}) on {url}")
+    ready = lambda: _announce(status, url, backend, say)
     with _signals_held():
         try: asyncio.run(_serving(web, sock, stop_file, ready))
         finally: _status(status, state="stopped", url=url, model=backend.name)
