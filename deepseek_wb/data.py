@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import sysconfig
 import tempfile
 from collections.abc import Sequence
@@ -30,12 +31,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__
-from .core import atomic_write_json
+from .core import atomic_write, atomic_write_json, cache_dir
 
 # %% auto #0
-__all__ = ['TEXT_SUFFIXES', 'MAX_LINE_BYTES', 'MAX_EXPANSION', 'MIN_DECODED', 'OUTPUT_MARKER', 'DataError', 'LoadReport',
-           'parquet_batches', 'load_texts', 'column', 'demo_corpus', 'text_stats', 'OutputExists', 'check_output',
-           'save_texts']
+__all__ = ['TEXT_SUFFIXES', 'MAX_LINE_BYTES', 'MAX_EXPANSION', 'MIN_DECODED', 'DEMO_CACHE_VERSION', 'OUTPUT_MARKER', 'DataError',
+           'LoadReport', 'parquet_batches', 'load_texts', 'column', 'demo_corpus', 'text_stats', 'OutputExists',
+           'check_output', 'save_texts']
 
 # %% ../nbs/10_data.ipynb #8aa1b6c9
 class DataError(ValueError):
@@ -346,6 +347,23 @@ def _stdlib_rows(min_chars: int) -> list[tuple[str, str, str]]:
             seen.add(text); rows.append((text, "other", f"pydoc_data.topics.{topic}"))
     return rows
 
+DEMO_CACHE_VERSION = 1  # raised when what _stdlib_rows makes changes
+
+def _cached_stdlib_rows(min_chars: int) -> list[tuple[str, str, str]]:
+    "`_stdlib_rows`, kept in the cache folder once made: parsing the standard library takes seconds, in every process that needs it."
+    key = hashlib.sha256(f"{sys.version}|{sysconfig.get_paths()['stdlib']}|{min_chars}|{DEMO_CACHE_VERSION}".encode()).hexdigest()[:16]
+    path = cache_dir()/"demo"/f"stdlib-{key}.json"
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(rows, list) and all(isinstance(r, list) and len(r) == 3 and all(isinstance(x, str) for x in r) for r in rows):
+            return [tuple(r) for r in rows]
+    except (OSError, ValueError): pass  # not made yet, or damaged: made again
+    rows = _stdlib_rows(min_chars)
+    try: atomic_write(path, json.dumps(rows, ensure_ascii=False))
+    except OSError: pass  # a cache folder we cannot write: made again next time
+    return rows
+
+# %% ../nbs/10_data.ipynb #a10ab4d7
 @functools.lru_cache(maxsize=4)
 def demo_corpus(min_chars: int = 80, num_labels: int = 16,
                 lang: str = "en") -> datasets.Dataset:  # "en" (the default), "zh" or "all"
@@ -353,7 +371,7 @@ def demo_corpus(min_chars: int = 80, num_labels: int = 16,
     if lang not in ("en", "zh", "all"): raise ValueError(f"demo_corpus: lang must be 'en', 'zh' or 'all', not {lang!r}")
     rows, names = [], []
     if lang != "zh":
-        rows = _stdlib_rows(min_chars)
+        rows = _cached_stdlib_rows(min_chars)
         counts = collections.Counter(f for _, f, _ in rows if f != "other")
         names = sorted(f for f, _ in counts.most_common(num_labels - 1)) + ["other"]
         keep = set(names)

@@ -7,15 +7,17 @@ Docs: https://deepseek-wb.github.io/deepseek_wb/distributed.html.md"""
 # %% ../nbs/21a_distributed.ipynb #3a883951
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import socket
 import sys
+import threading
 
 import torch
 
 # %% auto #0
-__all__ = ['default_dist_env', 'all_reduce', 'everyone', 'leave', 'rank_zero_first', 'all_gather_rows']
+__all__ = ['default_dist_env', 'all_reduce', 'everyone', 'leave', 'rank_zero_first', 'all_gather_rows', 'exit_now']
 
 # %% ../nbs/21a_distributed.ipynb #98a72081
 def default_dist_env():
@@ -60,3 +62,14 @@ def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, t.contiguous())
     return torch.cat(parts)
+
+# %% ../nbs/21a_distributed.ipynb #98a3b466
+def exit_now(code: int):
+    "End this process with `code`: non-daemon threads waited for and exit handlers run as at a normal exit, output flushed, no teardown."
+    shutdown = getattr(threading, "_shutdown", None)  # what the interpreter does first at exit: wait for the non-daemon threads
+    if shutdown is not None: shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try: stream.flush()
+        except (OSError, ValueError): pass  # a closed or broken stream: nothing more can be said on it
+    os._exit(code)

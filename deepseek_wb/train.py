@@ -28,7 +28,7 @@ from .checkpoints import UntrustedRunDirError, check_trusted
 from .config import DataConfig, RunConfig
 from .core import RunPaths, atomic_write_json, cache_dir, failure_hint
 from .data import column, load_texts
-from .distributed import all_reduce, default_dist_env, everyone, leave, rank_zero_first
+from .distributed import all_reduce, default_dist_env, everyone, exit_now, leave, rank_zero_first
 from .env import quiet_deepspeed
 from .models import (apply_mode, base_source, build_base, build_tokenizer, count_parameters, fetch_model,
                                  zero3_leaf_moe)
@@ -421,4 +421,4 @@ def _save_model(model, state, cfg: RunConfig, tokenizer, folder: Path, base_at: 
 
 # %% ../nbs/23_train.ipynb #32e18c16
 if __name__ == "__main__" and "IPython" not in sys.modules:  # run as a script, not while this notebook runs
-    sys.exit(main())
+    exit_now(main())  # a raised error ends it as Python does, with its traceback
