@@ -66,6 +66,7 @@ def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
 # %% ../nbs/21a_distributed.ipynb #98a3b466
 def exit_now(code: int):
     "End this process with `code`: non-daemon threads waited for and exit handlers run as at a normal exit, output flushed, no teardown."
+    if sys.getprofile() is not None or sys.gettrace() is not None: sys.exit(code)  # a profiler or debugger writes its results later
     shutdown = getattr(threading, "_shutdown", None)  # what the interpreter does first at exit: wait for the non-daemon threads
     if shutdown is not None: shutdown()
     atexit._run_exitfuncs()

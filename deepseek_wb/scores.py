@@ -8,6 +8,7 @@ Docs: https://deepseek-wb.github.io/deepseek_wb/scores.html.md"""
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 import math
 import re
@@ -15,15 +16,20 @@ import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.stats
-from rouge_score import rouge_scorer, tokenizers
-from sacrebleu.metrics import BLEU
-from sklearn import metrics as skm
 
 # %% auto #0
-__all__ = ['TASKS', 'METRICS', 'TASK_METRICS', 'PERPLEXITY_MAX_EXPONENT', 'SCORERS', 'Metric', 'metric', 'higher_is_better',
-           'is_better', 'Scores', 'classification_scores', 'regression_scores', 'lm_scores', 'has_cjk', 'CjkTokenizer',
-           'generation_scores', 'score']
+__all__ = ['skm', 'stats', 'sacrebleu', 'rouge_scorer', 'TASKS', 'METRICS', 'TASK_METRICS', 'PERPLEXITY_MAX_EXPONENT', 'SCORERS',
+           'Metric', 'metric', 'higher_is_better', 'is_better', 'Scores', 'classification_scores', 'regression_scores',
+           'lm_scores', 'has_cjk', 'CjkTokenizer', 'generation_scores', 'score']
+
+# %% ../nbs/60_scores.ipynb #cdb3cfaf
+class _OnFirstUse:
+    "A module that is imported when one of its names is first used."
+    def __init__(self, name: str): self._name = name
+    def __getattr__(self, attr: str): return getattr(importlib.import_module(self._name), attr)
+
+skm, stats, sacrebleu, rouge_scorer = (_OnFirstUse(name) for name in ("sklearn.metrics", "scipy.stats", "sacrebleu.metrics",
+                                                                     "rouge_score.rouge_scorer"))
 
 # %% ../nbs/60_scores.ipynb #3cd15877
 TASKS = ("classification", "regression", "causal_lm", "masked_lm", "generation")
@@ -202,7 +208,7 @@ def regression_scores(y_true, y_pred) -> Scores:
     if why := _flat(y_true=t): out["r2"], undefined["r2"] = None, f"{why}: R2 divides by the variance of y_true"
     else: out["r2"] = float(skm.r2_score(t, p))
     why = _flat(y_true=t, y_pred=p)
-    for name, fn in (("pearson", scipy.stats.pearsonr), ("spearman", scipy.stats.spearmanr)):
+    for name, fn in (("pearson", stats.pearsonr), ("spearman", stats.spearmanr)):
         if why: out[name], undefined[name] = None, f"{why}: a correlation needs both to vary"
         else: out[name] = float(fn(t, p).statistic)
     return Scores(out, dict(n=len(t), undefined=undefined))
@@ -237,8 +243,8 @@ def has_cjk(text: str) -> bool:
     "Whether `text` holds a CJK character (a Han ideograph, kana or a hangul syllable)."
     return _CJK_CHAR.search(text) is not None
 
-class CjkTokenizer(tokenizers.Tokenizer):
-    "ROUGE tokens for any script: each CJK character one token, each run of other letters and digits one word; NFKC, lowercased."
+class CjkTokenizer:
+    "ROUGE tokens for any script (rouge-score's tokenizer interface): each CJK character one token, each run of other letters and digits one word; NFKC, lowercased."
     def tokenize(self, text: str) -> list[str]: return _ROUGE_TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
 
 # %% ../nbs/60_scores.ipynb #0527d70d
@@ -260,7 +266,7 @@ def generation_scores(predictions: list[str], references: list[str]) -> Scores:
     preds, refs = _texts(predictions, "predictions"), _texts(references, "references")
     _same_length(predictions=preds, references=refs)
     tokenize = "zh" if any(map(has_cjk, refs)) else "13a"
-    bleu = BLEU(tokenize=tokenize)
+    bleu = sacrebleu.BLEU(tokenize=tokenize)
     rouge = rouge_scorer.RougeScorer(["rougeL"], tokenizer=CjkTokenizer())
     rows = [dict(rouge_l=rouge.score(r, p)["rougeL"].fmeasure, exact_match=_normal(p) == _normal(r)) for p, r in zip(preds, refs)]
     out = dict(bleu=float(bleu.corpus_score(preds, [refs]).score), rouge_l=float(np.mean([r["rouge_l"] for r in rows])),
