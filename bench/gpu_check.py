@@ -22,7 +22,6 @@ fp16 at ZeRO 1, which a CPU without fp16 refuses in the config check, and ZeRO-2
 checkpointing), so the script is known to work before a GPU is there. Its figures mean nothing.
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -123,6 +122,7 @@ def run_job(label: str, spec: tuple, args, folder: Path, peak: float, gpu_gb: fl
         job.kill()
         return row | dict(reason=str(status.get("error") or status.get("stop_reason") or status)[:300])
     train = job.metrics("train")[args.skip:] or job.metrics("train")
+    if not train: return row | dict(state="no metrics", reason="the job finished without a train line")
     tokens = statistics.median(r["tokens_per_s"] for r in train)
     mem_gb = max(r.get("mem_mb") or 0 for r in train) / 1024
     plan = planned_gb(cfg, gpu_gb)
@@ -173,11 +173,13 @@ def table(result: dict) -> str:
                    f"{vs:>8} {r.get('loss_scale') or '-':>8} {r.get('skipped_steps', '-'):>7}")
     if (gc := result.get("checkpointing")): out += ["", f"gradient checkpointing: memory {gc['memory_change']:+.1%}, step time {gc['step_time_change']:+.1%}"]
     e = result["export"]
-    out += ["", f"export (max |ONNX - torch| {e['max_abs_diff']:.1e}): ONNX Runtime CPU {e['onnx_cpu_ms']}, torch bf16 GPU "
-                f"{e['torch_bf16_gpu_ms']}, TensorRT {e['tensorrt_ms']}"] + [f"  {n}" for n in e["notes"]]
+    out += [""] + ([f"export: FAILED: {e['error']}"] if "error" in e else
+                   [f"export (max |ONNX - torch| {e['max_abs_diff']:.1e}): ONNX Runtime CPU {e['onnx_cpu_ms']}, torch bf16 GPU "
+                    f"{e['torch_bf16_gpu_ms']}, TensorRT {e['tensorrt_ms']}"] + [f"  {n}" for n in e["notes"]])
     s = result["serving"]
-    out += [f"serving at {s['clients']} clients: " + ", ".join(f"{r['server']} {r['rps']:.1f} req/s (p99 {r['p99_ms']:.0f} ms, batch "
-                                                                f"{r['mean_batch']:.1f})" for r in s["rows"]) + f": {s['ratio']}x"]
+    out += [f"serving: FAILED: {s['error']}"] if "error" in s else [
+        f"serving at {s['clients']} clients: " + ", ".join(f"{r['server']} {r['rps']:.1f} req/s (p99 {r['p99_ms']:.0f} ms, batch "
+                                                           f"{r['mean_batch']:.1f})" for r in s["rows"]) + f": {s['ratio']}x"]
     out += ["", "goals: " + "; ".join(result["goals"])]
     return "\n".join(out)
 
@@ -205,13 +207,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
+    from deepseek_wb.core import atomic_write_json
     gpu = torch.cuda.is_available()
     if not gpu and not args.cpu_smoke: sys.exit("no GPU here (torch.cuda.is_available() is False): run with --cpu-smoke to check the script")
     args.steps = args.steps or (6 if args.cpu_smoke else 40)
     args.skip = args.skip if args.skip is not None else (2 if args.cpu_smoke else 10)
     result = dict(date=time.strftime("%Y-%m-%d %H:%M"), cpu_smoke=args.cpu_smoke, device=torch.cuda.get_device_name() if gpu else "CPU",
                   torch=torch.__version__, steps=args.steps)
-    started = time.monotonic()
+    started, out = time.monotonic(), Path(args.out)
+    save = lambda: atomic_write_json(out, result)  # after each stage: a run cut short keeps what it measured
     say("environment ..."); result["environment"] = environment()
     result["peak"] = matmul_peak(gpu, 8192 if gpu else 512)
     gpu_gb = torch.cuda.get_device_properties(0).total_memory / 2**30 if gpu else 24.0
@@ -221,7 +225,7 @@ def main(argv=None) -> int:
             if args.cpu_smoke and spec[0] not in SMOKE_JOBS: continue
             say(f"job {spec[0]} ...")
             row = run_job(spec[0], spec, args, folder, result["peak"]["flops"], gpu_gb, tokenizer)
-            result["jobs"].append(row)
+            result["jobs"].append(row); save()
             if row["state"] == "finished" and not tokenizer: tokenizer = str(Path(row["run_dir"]) / "tokenizer")  # the rest reuse it
         done = {r["job"]: r for r in result["jobs"] if r["state"] == "finished"}
         if {"bf16 ZeRO-2", "bf16 ZeRO-2 checkpointing"} <= done.keys():
@@ -230,12 +234,14 @@ def main(argv=None) -> int:
                                            step_time_change=round(off["tokens_per_s"] / on["tokens_per_s"] - 1, 3))
         from serve_bench import build
         gpt = build(folder / "models", quick=args.cpu_smoke)["gpt"]
-        say("export ..."); result["export"] = exported(folder, gpt, runs=5 if args.cpu_smoke else 20)
-        say("serving ..."); result["serving"] = serving(gpt, 32, 2.0 if args.cpu_smoke else 10.0)
+        for stage, measure in (("export", lambda: exported(folder, gpt, runs=5 if args.cpu_smoke else 20)),
+                               ("serving", lambda: serving(gpt, 32, 2.0 if args.cpu_smoke else 10.0))):
+            say(f"{stage} ...")
+            try: result[stage] = measure()
+            except Exception as e: result[stage] = dict(error=f"{type(e).__name__}: {e}"[:500])  # the rest still runs
+            save()
     result["goals"], result["seconds"] = goals(result), round(time.monotonic() - started, 1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    save()
     print(table(result))
     print(f"\n{result['seconds']} s; wrote {out}")
     return 0

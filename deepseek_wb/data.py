@@ -34,9 +34,9 @@ from . import __version__
 from .core import atomic_write, atomic_write_json, cache_dir
 
 # %% auto #0
-__all__ = ['TEXT_SUFFIXES', 'MAX_LINE_BYTES', 'MAX_EXPANSION', 'MIN_DECODED', 'DEMO_CACHE_VERSION', 'OUTPUT_MARKER', 'DataError',
-           'LoadReport', 'parquet_batches', 'load_texts', 'column', 'demo_corpus', 'text_stats', 'OutputExists',
-           'check_output', 'save_texts']
+__all__ = ['TEXT_SUFFIXES', 'MAX_LINE_BYTES', 'MAX_EXPANSION', 'MIN_DECODED', 'DEMO_CACHE_VERSION', 'DEMO_CACHE_MAX',
+           'OUTPUT_MARKER', 'DataError', 'LoadReport', 'parquet_batches', 'load_texts', 'column', 'demo_corpus',
+           'text_stats', 'OutputExists', 'check_output', 'save_texts']
 
 # %% ../nbs/10_data.ipynb #8aa1b6c9
 class DataError(ValueError):
@@ -348,18 +348,32 @@ def _stdlib_rows(min_chars: int) -> list[tuple[str, str, str]]:
     return rows
 
 DEMO_CACHE_VERSION = 1  # raised when what _stdlib_rows makes changes
+DEMO_CACHE_MAX = 16 * 2**20  # bytes: the rows take about 2 MB
+
+def _read_demo_cache(path: Path) -> list[tuple[str, str, str]] | None:
+    "The rows kept at `path`; None unless it is a regular file of this user's (no link), writable by no one else, of rows of three strings."
+    try: fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)  # a FIFO would block, a link point anywhere
+    except OSError: return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022 or st.st_size > DEMO_CACHE_MAX: return None
+        data = f.read(DEMO_CACHE_MAX)
+    try: rows = json.loads(data)
+    except (ValueError, RecursionError): return None
+    ok = isinstance(rows, list) and rows and all(isinstance(r, list) and len(r) == 3 and all(isinstance(x, str) for x in r) for r in rows)
+    return [tuple(r) for r in rows] if ok else None
 
 def _cached_stdlib_rows(min_chars: int) -> list[tuple[str, str, str]]:
     "`_stdlib_rows`, kept in the cache folder once made: parsing the standard library takes seconds, in every process that needs it."
     key = hashlib.sha256(f"{sys.version}|{sysconfig.get_paths()['stdlib']}|{min_chars}|{DEMO_CACHE_VERSION}".encode()).hexdigest()[:16]
-    path = cache_dir()/"demo"/f"stdlib-{key}.json"
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(rows, list) and all(isinstance(r, list) and len(r) == 3 and all(isinstance(x, str) for x in r) for r in rows):
-            return [tuple(r) for r in rows]
-    except (OSError, ValueError): pass  # not made yet, or damaged: made again
+    folder = cache_dir()/"demo"
+    if (rows := _read_demo_cache(folder/f"stdlib-{key}.json")) is not None: return rows
     rows = _stdlib_rows(min_chars)
-    try: atomic_write(path, json.dumps(rows, ensure_ascii=False))
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(folder)
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():  # not through a link, nor into someone else's folder
+            atomic_write(folder/f"stdlib-{key}.json", json.dumps(rows, ensure_ascii=False))
     except OSError: pass  # a cache folder we cannot write: made again next time
     return rows
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import socket
 import sys
@@ -64,8 +65,9 @@ def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 # %% ../nbs/21a_distributed.ipynb #98a3b466
-def exit_now(code: int):
+def exit_now(code: int | None):
     "End this process with `code`: non-daemon threads waited for and exit handlers run as at a normal exit, output flushed, no teardown."
+    code = 0 if code is None else int(code)
     if sys.getprofile() is not None or sys.gettrace() is not None: sys.exit(code)  # a profiler or debugger writes its results later
     shutdown = getattr(threading, "_shutdown", None)  # what the interpreter does first at exit: wait for the non-daemon threads
     if shutdown is not None: shutdown()
@@ -73,4 +75,6 @@ def exit_now(code: int):
     for stream in (sys.stdout, sys.stderr):
         try: stream.flush()
         except (OSError, ValueError): pass  # a closed or broken stream: nothing more can be said on it
+    try: ctypes.CDLL(None).fflush(None)  # C libraries' buffered output too (NCCL's, say)
+    except (OSError, AttributeError): pass
     os._exit(code)

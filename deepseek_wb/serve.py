@@ -124,13 +124,14 @@ def torch_backend(folder: str | os.PathLike, name: str | None = None, base: str 
         src = find_model(folder, base)
         model, tokenizer = load_model(src)
     except ExportError as e: raise ServeError(str(e)) from None
+    causal = src.task == "causal_lm"
+    wrapper = CausalLMWithCache(model) if causal else SequenceLogits(model)  # on the CPU: its first pass learns the cache's layout
     model.to(where, kind)
     most = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     backend = Backend(name or _name_of(Path(folder)), src.task, "torch", tokenizer, most, model.get_input_embeddings().num_embeddings,
                       str(src.folder), src.config.get("id2label") if src.task == "classification" else None, device=str(where))
     tensor = lambda a: a if isinstance(a, torch.Tensor) else torch.from_numpy(a).to(where)
-    if src.task == "causal_lm":
-        wrapper = CausalLMWithCache(model)
+    if causal:
         def step(ids, mask, past):  # the cache stays a list of tensors on the model's device
             ids, mask = tensor(ids), tensor(mask)
             pairs = [(tensor(k), tensor(v)) for k, v in zip(past[::2], past[1::2])] if past else []
@@ -138,7 +139,6 @@ def torch_backend(folder: str | os.PathLike, name: str | None = None, base: str 
             return logits[:, -1:].float().cpu().numpy(), [t for kv in present for t in kv]
         backend.step = step
     else:
-        wrapper = SequenceLogits(model)
         def logits(ids, mask):
             with torch.inference_mode(): return wrapper(tensor(ids), tensor(mask)).float().cpu().numpy()
         backend.logits = logits
