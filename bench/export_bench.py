@@ -1,6 +1,6 @@
 """INT8 against fp32 on a trained classifier, side by side in one run on this machine.
 
-    python bench/export_bench.py [--steps 600] [--runs 30] [--quick]
+    python bench/export_bench.py [--steps 600] [--runs 30] [--per-tensor] [--quick]
 
 A BERT classifier of a realistic small size (hidden 256, 4 layers, sequences of 128 tokens, 4.3M
 parameters) is trained by a deepseek_wb job on the demo corpus (16 classes: which library family a
@@ -8,7 +8,9 @@ docstring is from), exported with `export_model` and quantized with `quantize`: 
 (batch 1 and 8, one thread and all cores) and accuracy on held-out texts, fp32 and INT8.
 Goals (issue #12): size <= 0.27x, latency <= 0.5x at batch 1 on one thread, accuracy drop <= 1 point.
 Run it on an otherwise idle machine: latency on shared cores means little. `--quick` trains a tiny
-model for a few steps, to check that the benchmark runs. Writes runs/export-bench.json.
+model for a few steps, to check that the benchmark runs. `--per-tensor` quantizes the same export a
+second time with one scale per weight tensor instead of one per output channel, and reports both.
+Writes runs/export-bench.json.
 """
 import argparse
 import json
@@ -79,10 +81,11 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=30, help="timed runs per latency figure (their median is reported)")
     p.add_argument("--eval-rows", type=int, default=600, help="held-out texts to measure accuracy on")
     p.add_argument("--quick", action="store_true", help="a tiny model, a few steps: check that the benchmark runs")
+    p.add_argument("--per-tensor", action="store_true", help="also quantize with one scale per weight tensor, and compare")
     p.add_argument("--out", default=str(ROOT / "runs" / "export-bench.json"))
     args = p.parse_args(argv)
     if args.quick: args.steps, args.runs, args.eval_rows = 8, 3, 48
-    from deepseek_wb.export import export_model, read_labelled
+    from deepseek_wb.export import export_model, quantize, read_labelled
     with tempfile.TemporaryDirectory(prefix="export-bench-") as tmp:
         tmp = Path(tmp)
         train_file, eval_file = split_corpus(tmp, args.eval_rows)
@@ -91,6 +94,7 @@ def main(argv=None) -> int:
         trained_s = time.time() - t
         texts, labels = read_labelled(eval_file, label_column="label")
         report = export_model(run, texts=texts, labels=labels, int8=True, runs=args.runs)
+        per_tensor = quantize(Path(report["onnx"]).parent, texts, labels, per_channel=False, runs=args.runs)["int8"] if args.per_tensor else None
     q = report["int8"]
     met = dict(size_ratio=q["size_ratio"] <= GOALS["size_ratio"], latency_ratio=q["latency_ratio"] <= GOALS["latency_ratio"],
                accuracy_drop=q["metric_before"] - q["metric_after"] <= GOALS["accuracy_drop"])
@@ -98,12 +102,13 @@ def main(argv=None) -> int:
           f"({trained_s:.0f} s), {len(texts)} held-out texts, {q['cores']} cores, latency at {q['eval']['max_length']} tokens; "
           f"max |ONNX - torch| {report['max_abs_diff']:.1e}\n")
     print(table(q))
+    if per_tensor: print("\nthe same export, one scale per weight tensor:\n" + table(per_tensor))
     print("\ngoals met:", ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in met.items()),
           "(quick: a tiny model; the goals are for the full run)" if args.quick else "")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(quick=args.quick, steps=args.steps, train_seconds=trained_s, eval_texts=len(texts),
-                                   max_abs_diff=report["max_abs_diff"], parity=report["parity"], int8=q, goals=GOALS, met=met,
+                                   max_abs_diff=report["max_abs_diff"], parity=report["parity"], int8=q, int8_per_tensor=per_tensor, goals=GOALS, met=met,
                                    versions=report["versions"]), indent=2) + "\n")
     print(f"wrote {out}")
     return 0

@@ -38,7 +38,7 @@ with tempfile.TemporaryDirectory() as tmp:
 
 
 def one(checkout: Path, procs: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(checkout), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(checkout), "HF_HUB_OFFLINE": "1", "PYTHONSAFEPATH": "1"}  # not the current folder's package
     out = subprocess.run([sys.executable, "-c", ONE, str(checkout), str(procs)], capture_output=True, text=True, env=env, timeout=900)
     if out.returncode != 0: sys.exit(f"{checkout}: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
