@@ -224,20 +224,22 @@ def main(argv=None) -> int:
         for spec in JOBS:
             if args.cpu_smoke and spec[0] not in SMOKE_JOBS: continue
             say(f"job {spec[0]} ...")
-            row = run_job(spec[0], spec, args, folder, result["peak"]["flops"], gpu_gb, tokenizer)
+            try: row = run_job(spec[0], spec, args, folder, result["peak"]["flops"], gpu_gb, tokenizer)
+            except Exception as e: row = dict(job=spec[0], precision=spec[1], state="error", reason=f"{type(e).__name__}: {e}"[:500])
             result["jobs"].append(row); save()
             if row["state"] == "finished" and not tokenizer: tokenizer = str(Path(row["run_dir"]) / "tokenizer")  # the rest reuse it
         done = {r["job"]: r for r in result["jobs"] if r["state"] == "finished"}
-        if {"bf16 ZeRO-2", "bf16 ZeRO-2 checkpointing"} <= done.keys():
+        if {"bf16 ZeRO-2", "bf16 ZeRO-2 checkpointing"} <= done.keys() and done["bf16 ZeRO-2"]["peak_memory_gb"] > 0:
             off, on = done["bf16 ZeRO-2"], done["bf16 ZeRO-2 checkpointing"]
             result["checkpointing"] = dict(memory_change=round(on["peak_memory_gb"] / off["peak_memory_gb"] - 1, 3),
                                            step_time_change=round(off["tokens_per_s"] / on["tokens_per_s"] - 1, 3))
         from serve_bench import build
-        gpt = build(folder / "models", quick=args.cpu_smoke)["gpt"]
+        try: gpt, why = build(folder / "models", quick=args.cpu_smoke)["gpt"], None
+        except Exception as e: gpt, why = None, f"building the model to export and serve: {type(e).__name__}: {e}"[:500]
         for stage, measure in (("export", lambda: exported(folder, gpt, runs=5 if args.cpu_smoke else 20)),
                                ("serving", lambda: serving(gpt, 32, 2.0 if args.cpu_smoke else 10.0))):
             say(f"{stage} ...")
-            try: result[stage] = measure()
+            try: result[stage] = measure() if gpt else dict(error=why)
             except Exception as e: result[stage] = dict(error=f"{type(e).__name__}: {e}"[:500])  # the rest still runs
             save()
     result["goals"], result["seconds"] = goals(result), round(time.monotonic() - started, 1)

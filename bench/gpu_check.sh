@@ -9,11 +9,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 NEEDS="import deepspeed, datasets, fastcore, pydantic, starlette, uvicorn, datasketch, crc32c, rouge_score, nltk"
+site=""
 if ! "$PY" -c "$NEEDS" >/dev/null 2>&1 && [ -f .whl/SHA256SUMS ]; then
+    wheels=()
+    while IFS= read -r line; do  # only "<sha256>  <name>.whl" lines naming a file in .whl/: nothing else reaches pip
+        [[ "$line" =~ ^[0-9a-f]{64}\ \ ([A-Za-z0-9._+!-]+\.whl)$ ]] || { echo ".whl/SHA256SUMS: not a wheel's line: $line" >&2; exit 1; }
+        wheels+=(".whl/${BASH_REMATCH[1]}")
+    done < .whl/SHA256SUMS
     (cd .whl && sha256sum --quiet --strict -c SHA256SUMS) || { echo "the wheels in .whl/ do not match .whl/SHA256SUMS: fetch them again" >&2; exit 1; }
     site=$(mktemp -d -t gpu-check-site.XXXXXX)
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" $(sed 's/^[0-9a-f]*  /.whl\//' .whl/SHA256SUMS)
+    trap 'rm -rf "$site"' EXIT
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" -- "${wheels[@]}"
     export PYTHONPATH=$site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-exec "$PY" bench/gpu_check.py "$@"
+"$PY" bench/gpu_check.py "$@"  # not exec: the private folder goes when it ends

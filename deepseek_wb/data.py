@@ -35,8 +35,8 @@ from .core import atomic_write, atomic_write_json, cache_dir
 
 # %% auto #0
 __all__ = ['TEXT_SUFFIXES', 'MAX_LINE_BYTES', 'MAX_EXPANSION', 'MIN_DECODED', 'DEMO_CACHE_VERSION', 'DEMO_CACHE_MAX',
-           'OUTPUT_MARKER', 'DataError', 'LoadReport', 'parquet_batches', 'load_texts', 'column', 'demo_corpus',
-           'text_stats', 'OutputExists', 'check_output', 'save_texts']
+           'OUTPUT_MARKER', 'DataError', 'LoadReport', 'parquet_batches', 'load_texts', 'column', 'own_folder',
+           'demo_corpus', 'text_stats', 'OutputExists', 'check_output', 'save_texts']
 
 # %% ../nbs/10_data.ipynb #8aa1b6c9
 class DataError(ValueError):
@@ -347,22 +347,36 @@ def _stdlib_rows(min_chars: int) -> list[tuple[str, str, str]]:
             seen.add(text); rows.append((text, "other", f"pydoc_data.topics.{topic}"))
     return rows
 
+# %% ../nbs/10_data.ipynb #9e5f3324
 DEMO_CACHE_VERSION = 1  # raised when what _stdlib_rows makes changes
 DEMO_CACHE_MAX = 16 * 2**20  # bytes: the rows take about 2 MB
 
+def own_folder(path: Path, files: bool = False) -> bool:
+    "Whether `path` is a real folder of this user's that no one else can write; with `files`, each entry a plain file of the same kind."
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022: return False
+        for entry in (os.scandir(path) if files else ()):
+            s = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(s.st_mode) or s.st_uid != os.geteuid() or s.st_mode & 0o022: return False
+        return True
+    except OSError: return False
+
 def _read_demo_cache(path: Path) -> list[tuple[str, str, str]] | None:
     "The rows kept at `path`; None unless it is a regular file of this user's (no link), writable by no one else, of rows of three strings."
-    try: fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)  # a FIFO would block, a link point anywhere
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)  # a FIFO would block, a link point anywhere
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022 or st.st_size > DEMO_CACHE_MAX:
+            os.close(fd); return None  # a folder in its place too
+        with os.fdopen(fd, "rb") as f: data = f.read(DEMO_CACHE_MAX)
     except OSError: return None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022 or st.st_size > DEMO_CACHE_MAX: return None
-        data = f.read(DEMO_CACHE_MAX)
     try: rows = json.loads(data)
     except (ValueError, RecursionError): return None
     ok = isinstance(rows, list) and rows and all(isinstance(r, list) and len(r) == 3 and all(isinstance(x, str) for x in r) for r in rows)
     return [tuple(r) for r in rows] if ok else None
 
+# %% ../nbs/10_data.ipynb #50c91286
 def _cached_stdlib_rows(min_chars: int) -> list[tuple[str, str, str]]:
     "`_stdlib_rows`, kept in the cache folder once made: parsing the standard library takes seconds, in every process that needs it."
     key = hashlib.sha256(f"{sys.version}|{sysconfig.get_paths()['stdlib']}|{min_chars}|{DEMO_CACHE_VERSION}".encode()).hexdigest()[:16]
@@ -371,8 +385,7 @@ def _cached_stdlib_rows(min_chars: int) -> list[tuple[str, str, str]]:
     rows = _stdlib_rows(min_chars)
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = os.lstat(folder)
-        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():  # not through a link, nor into someone else's folder
+        if own_folder(folder.parent) and own_folder(folder):  # no link, and no one else can swap one in: only into our own folder
             atomic_write(folder/f"stdlib-{key}.json", json.dumps(rows, ensure_ascii=False))
     except OSError: pass  # a cache folder we cannot write: made again next time
     return rows

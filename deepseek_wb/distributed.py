@@ -66,15 +66,16 @@ def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
 
 # %% ../nbs/21a_distributed.ipynb #98a3b466
 def exit_now(code: int | None):
-    "End this process with `code`: non-daemon threads waited for and exit handlers run as at a normal exit, output flushed, no teardown."
-    code = 0 if code is None else int(code)
+    "End this process with `code` as `sys.exit` would (threads waited for, exit handlers run, output flushed), without the teardown."
+    if code is not None and not isinstance(code, int): print(code, file=sys.stderr); code = 1  # as sys.exit("message") does
+    code = code or 0
     if sys.getprofile() is not None or sys.gettrace() is not None: sys.exit(code)  # a profiler or debugger writes its results later
     shutdown = getattr(threading, "_shutdown", None)  # what the interpreter does first at exit: wait for the non-daemon threads
     if shutdown is not None: shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try: stream.flush()
-        except (OSError, ValueError): pass  # a closed or broken stream: nothing more can be said on it
+        except (AttributeError, OSError, ValueError): pass  # none (a closed descriptor), closed or broken: nothing more to say
     try: ctypes.CDLL(None).fflush(None)  # C libraries' buffered output too (NCCL's, say)
     except (OSError, AttributeError): pass
     os._exit(code)

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ import datasets
 import pyarrow.compute as pc
 
 from .config import no_custom_code
-from .data import column
+from .data import column, own_folder
 
 # %% auto #0
 __all__ = ['SPECIALS', 'IGNORE', 'IDS', 'PACKED', 'PACK_WINDOW', 'CHARS_PER_TOKEN', 'train_tokenizer', 'load_tokenizer', 'map_to',
@@ -91,25 +90,14 @@ def map_to(ds: datasets.Dataset, fn: Callable, features: datasets.Features, **kw
     return ds.map(fn, features=features, **kwargs)
 
 # %% ../nbs/13_tokens.ipynb #7a784b1d
-def _own_folder(path: Path, files: bool = False) -> bool:
-    "Whether `path` is a real folder of this user's that no one else can write; with `files`, each entry a plain file of the same kind."
-    try:
-        st = os.lstat(path)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022: return False
-        for entry in (os.scandir(path) if files else ()):
-            s = entry.stat(follow_symlinks=False)
-            if not stat.S_ISREG(s.st_mode) or s.st_uid != os.geteuid() or s.st_mode & 0o022: return False
-        return True
-    except OSError: return False
-
 def cache_or_build(cache_dir: str | Path | None, name: str, build: Callable[[], datasets.Dataset]) -> datasets.Dataset:
     "The dataset cached as `cache_dir/name`, else `build()` saved there (under a temporary name, then renamed) and loaded back."
     if cache_dir is None: return build()
     folder = Path(cache_dir)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not _own_folder(folder): return build()  # a link, or a folder others can write: neither read nor written
+    if not own_folder(folder): return build()  # a link, or a folder others can write: neither read nor written
     cached = folder/name
-    if (cached/"state.json").is_file() and _own_folder(cached, files=True): return datasets.load_from_disk(str(cached))
+    if (cached/"state.json").is_file() and own_folder(cached, files=True): return datasets.load_from_disk(str(cached))
     out = build()
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder))
     out.save_to_disk(str(tmp), num_shards=None if len(out) else 1)
