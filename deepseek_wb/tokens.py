@@ -94,7 +94,8 @@ def cache_or_build(cache_dir: str | Path | None, name: str, build: Callable[[], 
     "The dataset cached as `cache_dir/name`, else `build()` saved there (under a temporary name, then renamed) and loaded back."
     if cache_dir is None: return build()
     folder = Path(cache_dir)
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try: folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError: return build()  # a cache folder that cannot be made: the data is tokenized, not cached
     if not own_folder(folder): return build()  # a link, or a folder others can write: neither read nor written
     cached = folder/name
     if (cached/"state.json").is_file() and own_folder(cached, files=True): return datasets.load_from_disk(str(cached))
