@@ -306,6 +306,7 @@ def parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_export(sub)
     _add_serve(sub)
+    _add_tune(sub)
     return p
 
 def _take_overrides(p: argparse.ArgumentParser, args, rest: list[str]):
@@ -486,3 +487,35 @@ def _add_serve(sub):
     sv.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                     help="torch: the model's type (default auto: bfloat16 on a GPU that has it, else float32)")
     sv.set_defaults(run=_serve)
+
+# %% ../nbs/50_cli.ipynb #c5db9fe7
+def _tune(args) -> int:
+    "Search hyper-parameters with real jobs; print each trial as it ends, then the study (or, with --json, its summary)."
+    from deepseek_wb.tune import search
+    _say_shipped(args.config)
+    say = lambda line: print(printable(line), file=sys.stderr, flush=True)
+    try: found = search(args.config, *args.overrides, space=args.space, trials=args.trials, storage=args.storage, study=args.study,
+                        pruner=args.pruner, parallel=args.parallel, procs=args.procs, say=say)
+    except (ConfigError, ValueError, OSError, RuntimeError) as e: return _error(e)
+    except KeyboardInterrupt: print("the search was interrupted; run the same command again to resume it", file=sys.stderr); return 130
+    s = found.summary()
+    if args.json: print(json.dumps(s, indent=2)); return 0
+    print(found.table().drop(columns=["run_dir"]).to_string(index=False))
+    print(f"\nstudy {s['study']} in {s['storage']}: {s['complete']} complete, {s['pruned']} pruned, {s['failed']} failed")
+    if s["best"]: print(f"best {s['metric']} {s['best']['value']:.6g}: trial {s['best']['trial']} {s['best']['params']}  ({s['best']['run_dir']})")
+    return 0
+
+def _add_tune(sub):
+    "The `tune` subcommand."
+    tu = sub.add_parser("tune", help="search hyper-parameters with Optuna, each trial a real training job (run again to resume)")
+    tu.add_argument("config", help="the run config: a YAML/JSON file, or a shipped config's name")
+    tu.add_argument("overrides", nargs="*", help="key=value overrides of the base config")
+    tu.add_argument("--trials", type=int, default=20, help="trials in the study in all (default 20)")
+    tu.add_argument("--space", default=None, help="a YAML/JSON search space (default: optimizer.lr 1e-5..1e-3 log, global_batch 32..4096)")
+    tu.add_argument("--storage", default=None, help="the study's database URL (default: SQLite in OUTPUT_ROOT/STUDY/study.db)")
+    tu.add_argument("--study", default=None, help="the study's name (default: the config's name + '-tune')")
+    tu.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"], help="how trials behind are stopped (default median)")
+    tu.add_argument("--parallel", type=int, default=1, help="trials run at once (default 1)")
+    tu.add_argument("--procs", type=int, default=1, help="processes of each trial's job (default 1)")
+    tu.add_argument("--json", action="store_true", help="print the study's summary as JSON")
+    tu.set_defaults(run=_tune)
