@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 PAPERMILL_TIMEOUT ?= 600
 
-.PHONY: setup wordnet tcmalloc quickstart test test-sync test-docs test-notebooks test-pytest test-browser test-quickstart clean
+.PHONY: setup wordnet tcmalloc postgresql quickstart test test-sync test-docs test-notebooks test-pytest test-browser test-quickstart clean
 
 setup: $(VENV)/.ready wordnet tcmalloc
 
@@ -25,6 +25,13 @@ tcmalloc:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libtcmalloc-minimal4 >/dev/null; \
 	else echo "note: tcmalloc is not installed; CPU jobs run 10-15% faster with it ('apt-get install libtcmalloc-minimal4')"; fi
 
+# PostgreSQL (the tests only), for the test of search workers sharing a study in a database (the test starts its own server on loopback).
+postgresql:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "note: PostgreSQL is not installed; its search test is skipped ('apt-get install postgresql')"; fi
+
 $(VENV)/.ready: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -38,7 +45,7 @@ quickstart: setup
 	    --cwd nbs/tutorials --execution-timeout $(PAPERMILL_TIMEOUT)
 	@echo "executed notebook: runs/quickstart.ipynb"
 
-test: setup test-sync test-docs test-notebooks test-pytest test-browser test-quickstart
+test: setup postgresql test-sync test-docs test-notebooks test-pytest test-browser test-quickstart
 
 # The notebooks are the source: exporting and cleaning them must change nothing that is committed.
 test-sync: setup

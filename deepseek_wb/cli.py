@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -494,15 +495,17 @@ def _tune(args) -> int:
     from deepseek_wb.tune import search
     _say_shipped(args.config)
     say = lambda line: print(printable(line), file=sys.stderr, flush=True)
-    try: found = search(args.config, *args.overrides, space=args.space, trials=args.trials, storage=args.storage, study=args.study,
-                        pruner=args.pruner, parallel=args.parallel, procs=args.procs, say=say)
+    storage = args.storage or os.environ.get("DEEPSEEK_WB_STORAGE") or None
+    try:
+        found = search(args.config, *args.overrides, space=args.space, trials=args.trials, storage=storage, study=args.study,
+                       pruner=args.pruner, parallel=args.parallel, procs=args.procs, say=say)
+        s, table = found.summary(), found.table()
     except (ConfigError, ValueError, OSError, RuntimeError) as e: return _error(e)
     except KeyboardInterrupt: print("the search was interrupted; run the same command again to resume it", file=sys.stderr); return 130
-    s = found.summary()
     if args.json: print(json.dumps(s, indent=2)); return 0
-    print(found.table().drop(columns=["run_dir"]).to_string(index=False))
+    print("\n".join(printable(line) for line in table.drop(columns=["run_dir"]).to_string(index=False).splitlines()))  # a shared database's words
     print(f"\nstudy {s['study']} in {s['storage']}: {s['complete']} complete, {s['pruned']} pruned, {s['failed']} failed")
-    if s["best"]: print(f"best {s['metric']} {s['best']['value']:.6g}: trial {s['best']['trial']} {s['best']['params']}  ({s['best']['run_dir']})")
+    if s["best"]: print(printable(f"best {s['metric']} {s['best']['value']:.6g}: trial {s['best']['trial']} {s['best']['params']}  ({s['best']['run_dir']})"))
     return 0
 
 def _add_tune(sub):
@@ -512,7 +515,8 @@ def _add_tune(sub):
     tu.add_argument("overrides", nargs="*", help="key=value overrides of the base config")
     tu.add_argument("--trials", type=int, default=20, help="trials in the study in all (default 20)")
     tu.add_argument("--space", default=None, help="a YAML/JSON search space (default: optimizer.lr 1e-5..1e-3 log, global_batch 32..4096)")
-    tu.add_argument("--storage", default=None, help="the study's database URL (default: SQLite in OUTPUT_ROOT/STUDY/study.db)")
+    tu.add_argument("--storage", default=None, help="the study's database URL (default: $DEEPSEEK_WB_STORAGE, else SQLite in OUTPUT_ROOT/STUDY/"
+                    "study.db); a password goes in $DEEPSEEK_WB_STORAGE or ~/.pgpass, not here, where ps shows it")
     tu.add_argument("--study", default=None, help="the study's name (default: the config's name + '-tune')")
     tu.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"], help="how trials behind are stopped (default median)")
     tu.add_argument("--parallel", type=int, default=1, help="trials run at once (default 1)")

@@ -39,7 +39,7 @@ def test_a_killed_search_resumes_without_repeating_a_trial(tmp_path):
     assert not orphan.alive() and orphan.state == "stopped"  # stopped through its own stop request, with a checkpoint
     study = optuna.load_study(study_name="tiny-cpu-tune", storage=f"sqlite:///{root / 'study.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
-    assert sorted(p.name for p in root.iterdir()) == ["study.db", "trial-0000", "trial-0001", "trial-0002"]
+    assert sorted(p.name for p in root.iterdir()) == ["locks", "study.db", "trial-0000", "trial-0001", "trial-0002"]
     assert study.trials[0].params != study.trials[2].params  # the resumed sampler drew anew
     for t in (0, 2):
         assert Job(root / f"trial-{t:04d}").state == "finished"
