@@ -308,6 +308,7 @@ def parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_serve(sub)
     _add_tune(sub)
+    _add_sweep(sub)
     return p
 
 def _take_overrides(p: argparse.ArgumentParser, args, rest: list[str]):
@@ -523,3 +524,39 @@ def _add_tune(sub):
     tu.add_argument("--procs", type=int, default=1, help="processes of each trial's job (default 1)")
     tu.add_argument("--json", action="store_true", help="print the study's summary as JSON")
     tu.set_defaults(run=_tune)
+
+# %% ../nbs/50_cli.ipynb #d47f1ab2
+def _sweep(args) -> int:
+    "Run a notebook with papermill for every combination of -p values; print each run as it ends, then the table (or JSON)."
+    from deepseek_wb.sweep import sweep
+    params = {}
+    for name, *values in args.param or []:
+        if not values: print(f"error: -p {name} needs at least one value", file=sys.stderr); return 2
+        params[name] = [parse_value(v) for v in values]
+    if not params and not args.grid: print("error: give the values to sweep: -p NAME V1 V2 ..., or --grid FILE", file=sys.stderr); return 2
+    say = lambda line: print(printable(line), file=sys.stderr, flush=True)
+    try:
+        done = sweep(args.notebook, params, grid=args.grid, out=args.out, parallel=args.parallel, timeout=args.timeout,
+                     kernel=args.kernel, cwd=args.cwd, say=say)
+        table = done.table()
+    except (ValueError, OSError, RuntimeError) as e: return _error(e)
+    except KeyboardInterrupt: print("the sweep was interrupted; run the same command again to go on", file=sys.stderr); return 130
+    if args.json: print(table.astype(object).where(table.notna(), None).to_json(orient="records", indent=2))
+    else:
+        print("\n".join(printable(line) for line in table.drop(columns=["notebook"]).to_string(index=False).splitlines()))
+        print(f"\nresults: {done.out/'results.csv'} and {done.out/'results.html'}")
+    return 0 if (table.status == "finished").all() else 1
+
+def _add_sweep(sub):
+    "The `sweep` subcommand."
+    sw = sub.add_parser("sweep", help="run a notebook with papermill for every combination of parameter values (run again to go on)")
+    sw.add_argument("notebook", help="a notebook with a cell tagged 'parameters' (the tutorials have one)")
+    sw.add_argument("-p", "--param", nargs="+", action="append", metavar=("NAME", "VALUE"), help="a parameter and its values (repeat for more)")
+    sw.add_argument("--grid", default=None, help="a YAML/JSON grid: NAME: [values] (every combination), or a list of {NAME: value} runs")
+    sw.add_argument("--out", required=True, help="the folder for the executed notebooks, their logs and results.csv/html")
+    sw.add_argument("--parallel", type=int, default=1, help="notebooks run at once (default 1)")
+    sw.add_argument("--timeout", type=int, default=600, help="seconds a cell may run (default 600)")
+    sw.add_argument("--kernel", default="python3", help="the Jupyter kernel (default python3)")
+    sw.add_argument("--cwd", default=None, help="the folder the notebooks run in (default: the notebook's own)")
+    sw.add_argument("--json", action="store_true", help="print the results table as JSON")
+    sw.set_defaults(run=_sweep)
