@@ -309,6 +309,7 @@ def parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_tune(sub)
     _add_sweep(sub)
+    _add_compare(sub)
     return p
 
 def _take_overrides(p: argparse.ArgumentParser, args, rest: list[str]):
@@ -560,3 +561,21 @@ def _add_sweep(sub):
     sw.add_argument("--cwd", default=None, help="the folder the notebooks run in (default: the notebook's own)")
     sw.add_argument("--json", action="store_true", help="print the results table as JSON")
     sw.set_defaults(run=_sweep)
+
+# %% ../nbs/50_cli.ipynb #e09489d6
+def _compare(args) -> int:
+    "Runs side by side: the settings that differ, then what each run got."
+    from deepseek_wb.compare import side_by_side
+    try: c = side_by_side(args.run_dirs)
+    except (ValueError, OSError) as e: return _error(e)
+    if args.json: print(json.dumps(c.to_dict(), indent=2)); return 0
+    show = lambda df: "\n".join(printable(line) for line in df.to_string(na_rep="").splitlines())  # run directories' words
+    print("settings that differ:\n" + (show(c.settings) if len(c.settings) else "(none)") + "\n\nresults:\n" + show(c.results))
+    return 0
+
+def _add_compare(sub):
+    "The `compare` subcommand."
+    cp = sub.add_parser("compare", help="runs side by side: the settings that differ, state, steps, time, final and best metrics")
+    cp.add_argument("run_dirs", nargs="+", help="run directories (a search's trials: OUTPUT_ROOT/STUDY/trial-NNNN)")
+    cp.add_argument("--json", action="store_true", help="print {settings, results} as JSON")
+    cp.set_defaults(run=_compare)

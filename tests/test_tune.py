@@ -43,3 +43,13 @@ def test_a_killed_search_resumes_without_repeating_a_trial(tmp_path):
     assert study.trials[0].params != study.trials[2].params  # the resumed sampler drew anew
     for t in (0, 2):
         assert Job(root / f"trial-{t:04d}").state == "finished"
+    side = subprocess.run([sys.executable, "-m", "deepseek_wb", "compare", str(root / "trial-0000"), str(root / "trial-0001"),
+                           str(root / "trial-0002"), "--json"], capture_output=True, text=True, timeout=120)
+    assert side.returncode == 0, side.stderr
+    compared = json.loads(side.stdout)
+    assert list(compared["settings"]) == ["trial-0000", "trial-0001", "trial-0002"]
+    assert set(compared["settings"]["trial-0000"]) == {"optimizer.lr"}  # the one setting the trials do not share
+    results = compared["results"]
+    assert [results[t]["state"] for t in results] == ["finished", "stopped", "finished"]
+    assert results["trial-0000"]["steps"] == 400 and results["trial-0001"]["steps"] < 400
+    assert study.trials[0].value <= results["trial-0000"]["eval_loss"]  # the trial's value is its best evaluation; this, its last
