@@ -21,10 +21,10 @@ def notebook(path):
 
 def test_a_killed_sweep_leaves_nothing_running_and_goes_on(tmp_path):
     nb, out = notebook(tmp_path / "nap.ipynb"), tmp_path / "out"
-    cmd = [sys.executable, "-m", "deepseek_wb", "sweep", str(nb), "-p", "x", "8", "1", "2", "--out", str(out), "--json"]
-    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [sys.executable, "-m", "deepseek_wb", "sweep", "nap.ipynb", "-p", "x", "8", "1", "2", "--out", "out", "--json"]  # relative, as typed
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path)
     try:
-        wait_for(lambda: list(out.glob("*.ipynb.part")) and len(psutil.Process(first.pid).children(recursive=True)) >= 2,
+        wait_for(lambda: list(out.glob(".run-*")) and len(psutil.Process(first.pid).children(recursive=True)) >= 2,
                  timeout=120, poll=0.1, what="the first notebook's kernel to start")
         runs = psutil.Process(first.pid).children(recursive=True)  # papermill and the kernel it started
         first.send_signal(signal.SIGKILL)
@@ -35,10 +35,10 @@ def test_a_killed_sweep_leaves_nothing_running_and_goes_on(tmp_path):
         first.kill()
     assert not list(out.glob("nap-*.ipynb")), "a notebook killed halfway must not be taken for finished"
 
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     rows = json.loads(again.stdout)
     assert [(r["x"], r["status"], r["slept"]) for r in rows] == [(8, "finished", 8), (1, "finished", 1), (2, "finished", 2)]
-    assert not list(out.glob("*.part"))  # the killed run's partial notebook was run again and replaced
-    third = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert not list(out.glob(".run-*"))  # the killed run's private folder was cleared, and the run done again
+    third = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert third.returncode == 0 and "3 of 3 combinations finished in an earlier sweep: skipped" in third.stderr
