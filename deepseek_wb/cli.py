@@ -372,9 +372,13 @@ def _add_shipped(sub):
     for s in (ex, gr): s.add_argument("--force", action="store_true", help="replace a file already there")
 
 # %% ../nbs/50_cli.ipynb #f1e1e078
+def _show(text) -> str:
+    "`text` with each line printable: a run directory's, a notebook's or a shared database's words may hold terminal escapes."
+    return "\n".join(printable(line) for line in str(text).splitlines())
+
 def _error(e: BaseException) -> int:
-    "Print error `e` on stderr, each line printable (a run directory's names may hold terminal escapes); exit code 1."
-    print("error: " + "\n".join(printable(line) for line in str(e).splitlines()), file=sys.stderr)
+    "Print error `e` on stderr, each line printable; exit code 1."
+    print("error: " + _show(e), file=sys.stderr)
     return 1
 
 def _eval(args) -> int:
@@ -505,7 +509,7 @@ def _tune(args) -> int:
     except (ConfigError, ValueError, OSError, RuntimeError) as e: return _error(e)
     except KeyboardInterrupt: print("the search was interrupted; run the same command again to resume it", file=sys.stderr); return 130
     if args.json: print(json.dumps(s, indent=2)); return 0
-    print("\n".join(printable(line) for line in table.drop(columns=["run_dir"]).to_string(index=False).splitlines()))  # a shared database's words
+    print(_show(table.drop(columns=["run_dir"]).to_string(index=False)))
     print(f"\nstudy {s['study']} in {s['storage']}: {s['complete']} complete, {s['pruned']} pruned, {s['failed']} failed")
     if s["best"]: print(printable(f"best {s['metric']} {s['best']['value']:.6g}: trial {s['best']['trial']} {s['best']['params']}  ({s['best']['run_dir']})"))
     return 0
@@ -544,7 +548,7 @@ def _sweep(args) -> int:
     except KeyboardInterrupt: print("the sweep was interrupted; run the same command again to go on", file=sys.stderr); return 130
     if args.json: print(table.astype(object).where(table.notna(), None).to_json(orient="records", indent=2))
     else:
-        print("\n".join(printable(line) for line in table.drop(columns=["notebook"]).to_string(index=False).splitlines()))
+        print(_show(table.drop(columns=["notebook"]).to_string(index=False)))
         print(f"\nresults: {done.out/'results.csv'} and {done.out/'results.html'}")
     return 0 if (table.status == "finished").all() else 1
 
@@ -569,8 +573,8 @@ def _compare(args) -> int:
     try: c = side_by_side(args.run_dirs)
     except (ValueError, OSError) as e: return _error(e)
     if args.json: print(json.dumps(c.to_dict(), indent=2)); return 0
-    show = lambda df: "\n".join(printable(line) for line in df.to_string(na_rep="").splitlines())  # run directories' words
-    print("settings that differ:\n" + (show(c.settings) if len(c.settings) else "(none)") + "\n\nresults:\n" + show(c.results))
+    print("settings that differ:\n" + (_show(c.settings.to_string()) if len(c.settings) else "(none)") + "\n\nresults:\n"
+          + _show(c.results.to_string(na_rep="")))
     return 0
 
 def _add_compare(sub):
