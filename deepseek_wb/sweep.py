@@ -198,7 +198,7 @@ def _run_all(notebook: Path, todo: list[dict], out: Path, parallel: int, timeout
 
 # %% ../nbs/36_sweep.ipynb #33445ad2
 def sweep(notebook: str | Path, params: dict | None = None, grid: dict | list | str | Path | None = None, out: str | Path = "sweep",
-          parallel: int = 1, timeout: int = 600, kernel: str = "python3", cwd: str | Path | None = None, say=print) -> SweepResult:
+          parallel: int = 1, timeout: int = 600, kernel: str = "python3", cwd: str | Path | None = None, say=print) -> "SweepResult":
     "Run `notebook` with papermill for every combination of `params` (and `grid`); skip those an earlier sweep into `out` finished."
     notebook = Path(notebook)
     if isinstance(grid, (str, Path)): grid = _read_grid(Path(grid))
