@@ -110,7 +110,8 @@ def read_best(root: str | Path) -> dict | None:
     try: best = json.loads(raw) if raw else None
     except ValueError: return None
     if not (isinstance(best, dict) and type(best.get("step")) is int and 0 <= best["step"] < 2**63
-            and isinstance(best.get("metric"), str) and type(best.get("value")) in (int, float)): return None
+            and isinstance(best.get("metric"), str) and (type(best.get("value")) is float and abs(best["value"]) < 1e300
+                                                          or type(best.get("value")) is int and abs(best["value"]) < 2**63)): return None  # finite
     path = Path(root)/f"step_{best['step']}"
     if path.is_symlink() or not marked(path): return None
     return dict(best, path=path)

@@ -310,6 +310,7 @@ def parser() -> argparse.ArgumentParser:
     _add_tune(sub)
     _add_sweep(sub)
     _add_compare(sub)
+    _add_lr_find(sub)
     return p
 
 def _take_overrides(p: argparse.ArgumentParser, args, rest: list[str]):
@@ -570,9 +571,9 @@ def _add_sweep(sub):
 def _compare(args) -> int:
     "Runs side by side: the settings that differ, then what each run got."
     from deepseek_wb.compare import side_by_side
-    try: c = side_by_side(args.run_dirs)
+    try: c = side_by_side(args.run_dirs); data = c.to_dict() if args.json else None
     except (ValueError, OSError) as e: return _error(e)
-    if args.json: print(json.dumps(c.to_dict(), indent=2)); return 0
+    if args.json: print(json.dumps(data, indent=2)); return 0
     print("settings that differ:\n" + (_show(c.settings.to_string()) if len(c.settings) else "(none)") + "\n\nresults:\n"
           + _show(c.results.to_string(na_rep="")))
     return 0
@@ -583,3 +584,30 @@ def _add_compare(sub):
     cp.add_argument("run_dirs", nargs="+", help="run directories (a search's trials: OUTPUT_ROOT/STUDY/trial-NNNN)")
     cp.add_argument("--json", action="store_true", help="print {settings, results} as JSON")
     cp.set_defaults(run=_compare)
+
+# %% ../nbs/50_cli.ipynb #f87c9a5c
+def _lr_find(args) -> int:
+    "Run a learning-rate range test of a config; print the suggested LR (or, with --json, the finding)."
+    from deepseek_wb.lr_find import lr_find
+    _say_shipped(args.config)
+    try: found = lr_find(args.config, *args.overrides, start_lr=args.start, end_lr=args.end, steps=args.steps, procs=args.procs)
+    except (ConfigError, ValueError, OSError, RuntimeError) as e: return _error(e)
+    except KeyboardInterrupt: print("the range test was stopped", file=sys.stderr); return 130
+    s = found.summary()
+    if args.json: print(json.dumps(s, indent=2)); return 0
+    if s["suggested_lr"] is None: print(_show(f"no suggestion: {s['how']} ({s['run_dir']})")); return 1
+    print(_show(f"suggested learning rate: {s['suggested_lr']:.3g}\n  how: {s['how']}\n  run: {s['run_dir']}\n"
+                f"  use it: optimizer.lr={s['suggested_lr']:.3g}"))
+    return 0
+
+def _add_lr_find(sub):
+    "The `lr-find` subcommand."
+    lf = sub.add_parser("lr-find", help="a learning-rate range test: a short job with the LR growing exponentially, and the LR it suggests")
+    lf.add_argument("config", help="the run config: a YAML/JSON file, or a shipped config's name")
+    lf.add_argument("overrides", nargs="*", help="key=value overrides")
+    lf.add_argument("--start", type=float, default=1e-7, help="the LR at the first step (default 1e-7)")
+    lf.add_argument("--end", type=float, default=1.0, help="the LR at the last step (default 1)")
+    lf.add_argument("--steps", type=int, default=100, help="steps of the test (default 100; it stops early once the loss blows up)")
+    lf.add_argument("--procs", type=int, default=1, help="processes of the job (default 1)")
+    lf.add_argument("--json", action="store_true", help="print the finding as JSON")
+    lf.set_defaults(run=_lr_find)

@@ -34,8 +34,9 @@ __all__ = ['HUB_ID', 'MODEL_FILES', 'REFUSED_OVERRIDES', 'DEEPSPEED_KEYS', 'DEMO
            'LoraConfig', 'PromptConfig', 'OptimizerConfig', 'ScheduleConfig', 'FP16Config', 'ZeroConfig', 'RunConfig',
            'CustomCodeRefused', 'no_custom_code', 'ModelNotCached', 'is_hub_id', 'hub_offline', 'model_dir',
            'config_fields', 'override_problems', 'hf_config', 'cached_dir', 'config_class', 'moe_shape', 'plan_for',
-           'deepspeed_parse', 'build_scheduler', 'Problem', 'ConfigError', 'named_sources', 'check', 'ConfigLoader',
-           'parse_value', 'apply_overrides', 'read_yaml_file', 'read_config_file', 'config_source', 'check_file']
+           'lr_factor', 'deepspeed_parse', 'build_scheduler', 'Problem', 'ConfigError', 'named_sources', 'check',
+           'ConfigLoader', 'parse_value', 'apply_overrides', 'read_yaml_file', 'read_config_file', 'config_source',
+           'check_file']
 
 # %% ../nbs/02_config.ipynb #f245918f
 def _transformers_version() -> str:
@@ -147,10 +148,11 @@ class OptimizerConfig(Section):
         return v
 
 class ScheduleConfig(Section):
-    "Learning-rate schedule: linear warmup, then cosine or linear decay (or constant)."
-    kind: Literal["cosine", "linear", "constant"] = "cosine"
+    "Learning-rate schedule: linear warmup, then cosine or linear decay (or constant); or exponential, the range test's."
+    kind: Literal["cosine", "linear", "constant", "exponential"] = "cosine"
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)  # the final LR as a share of the peak
+    final_lr: Optional[float] = Field(None, gt=0, le=10)  # exponential: the LR at max_steps, reached from optimizer.lr step by step
 
 class FP16Config(Section):
     "Loss scaling for fp16 (loss_scale 0 means dynamic)."
@@ -413,9 +415,15 @@ def _deep_merge(base: dict, extra: dict) -> dict:
         out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
     return out
 
-def _scheduler(c: RunConfig) -> dict:
+def lr_factor(c: RunConfig, step: int) -> float:
+    "The exponential schedule's LR after `step` optimizer steps, as a multiple of optimizer.lr: final_lr at max_steps."
+    return (c.schedule.final_lr / c.optimizer.lr) ** (min(max(step, 0), c.max_steps) / c.max_steps)
+
+def _scheduler(c: RunConfig) -> dict | None:
+    "DeepSpeed's scheduler for the run's schedule (None for the exponential one, which the job builds: DeepSpeed has none)."
     # DeepSpeed's schedulers need at least one warmup step; "no warmup" is one step that starts at the full LR
     s, lr = c.schedule, c.optimizer.lr
+    if s.kind == "exponential": return None
     steps, start = max(1, s.warmup_steps), (0.0 if s.warmup_steps else 1.0)
     if s.kind == "cosine":
         return dict(type="WarmupCosineLR", params=dict(total_num_steps=c.max_steps, warmup_num_steps=steps,
@@ -443,9 +451,10 @@ def to_deepspeed(c: RunConfig) -> dict:
     if c.zero.stage == 3: zero["stage3_gather_16bit_weights_on_model_save"] = True
     ds = dict(train_batch_size=c.effective_batch_size, train_micro_batch_size_per_gpu=c.micro_batch_size,
               gradient_accumulation_steps=c.gradient_accumulation_steps, gradient_clipping=c.gradient_clipping,
-              optimizer=opt, scheduler=_scheduler(c), zero_optimization=zero,
+              optimizer=opt, zero_optimization=zero,
               fp16=dict(enabled=c.precision == "fp16"), bf16=dict(enabled=c.precision == "bf16"),
               steps_per_print=10**9, wall_clock_breakdown=False, seed=c.seed)
+    if (scheduler := _scheduler(c)) is not None: ds["scheduler"] = scheduler
     if c.precision == "fp16": ds["fp16"].update(c.fp16.model_dump())
     return _deep_merge(ds, c.deepspeed)
 
@@ -696,6 +705,11 @@ def _training_problems(c: RunConfig, hw: Hardware | None) -> list[Problem]:
     if c.mode == "full" and c.optimizer.lr > 1e-3:
         out.append(Problem("optimizer.lr", f"{c.optimizer.lr:g} is high for full fine-tuning (risk of divergence)",
                            "use 1e-5 .. 5e-4 unless training from scratch", "warning"))
+    if c.schedule.kind == "exponential" and c.schedule.final_lr is None:
+        out.append(Problem("schedule.final_lr", "the exponential schedule goes from optimizer.lr to final_lr, which is not set",
+                           "set schedule.final_lr (a range test: optimizer.lr: 1.0e-7, schedule.final_lr: 1.0)"))
+    if c.schedule.kind == "exponential" and c.schedule.warmup_steps:
+        out.append(Problem("schedule.warmup_steps", "the exponential schedule has no warmup", "set schedule.warmup_steps: 0"))
     if c.schedule.warmup_steps >= c.max_steps:
         out.append(Problem("schedule.warmup_steps", f"warmup ({c.schedule.warmup_steps}) is not shorter than max_steps ({c.max_steps})",
                            "use a warmup of a few percent of max_steps"))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig, build_scheduler, config_fields, hf_config, plan_for, read_config_file
+from .config import RunConfig, build_scheduler, config_fields, hf_config, lr_factor, plan_for, read_config_file
 from .core import RunPaths, read_bounded
 from .metrics import Metrics, read_metrics
 
@@ -210,6 +210,7 @@ _CACHED = 1 << 18                  # LRs kept per schedule
 def expected_lr(cfg: RunConfig, steps) -> np.ndarray:
     "The LR the schedule of `cfg` gives after each of `steps` optimizer steps (as logged), each step clamped to 1..max_steps and computed on its own."
     steps = np.clip(np.asarray(steps, dtype=np.int64), 1, cfg.max_steps)
+    if cfg.schedule.kind == "exponential": return np.array([cfg.optimizer.lr * lr_factor(cfg, s) for s in steps.tolist()])
     ds = cfg.to_deepspeed()
     if not ds.get("scheduler"): return np.full(len(steps), cfg.optimizer.lr)
     if not isinstance(ds["scheduler"], dict) or ds["scheduler"].get("type") not in SCHEDULES:

@@ -25,7 +25,7 @@ import torch
 
 from .checkpointing import restore_checkpoint, save_checkpoint
 from .checkpoints import UntrustedRunDirError, check_trusted
-from .config import DataConfig, RunConfig
+from .config import DataConfig, RunConfig, lr_factor
 from .core import RunPaths, atomic_write_json, cache_dir, failure_hint
 from .data import column, load_texts
 from .distributed import all_reduce, default_dist_env, everyone, exit_now, leave, rank_zero_first
@@ -264,8 +264,10 @@ def main(argv=None) -> int:
         model = apply_mode(base, cfg)
         params = count_parameters(model)
         if cfg.zero.stage == 3: zero3_leaf_moe(model)  # experts a rank's tokens skip are still gathered with their block
+        exponential = (lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(cfg, k))) \
+            if cfg.schedule.kind == "exponential" else None  # the range test's schedule, which DeepSpeed has not
         engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-                                          config=cfg.to_deepspeed())
+                                          config=cfg.to_deepspeed(), lr_scheduler=exponential)
         batches = Batches(len(train_set), cfg.micro_batch_size, rank, world, cfg.seed)
         client = restore_checkpoint(engine, run, writer)
         if client: batches.load(client["data"])
