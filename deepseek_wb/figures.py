@@ -86,7 +86,7 @@ def _axes(fig, panel, row=None, col=None):
     kw = dict(row=row, col=col) if row else {}
     fig.update_xaxes(title_text="value (clamped to ±4)" if panel == "act_hist" else "step", **kw)
     fig.update_yaxes(title_text=ytitle, type="log" if log else None, **kw, **(dict(secondary_y=False) if row else {}))
-    if panel == "lr": fig.update_yaxes(tickformat=".2~e", **kw)
+    if panel == "lr": fig.update_yaxes(exponentformat="e", **kw)  # Plotly picks the digits: a short run's ticks stay distinct
     if panel == "grad_norm":
         fig.add_hrect(y0=HEALTHY_GRAD_NORM[0], y1=HEALTHY_GRAD_NORM[1], fillcolor="green", opacity=0.08, line_width=0, **kw)
     if panel == "moe_imbalance": fig.add_hline(y=1, line_dash="dot", line_color="green", **kw)  # every expert its fair share
