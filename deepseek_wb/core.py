@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import re
 import secrets
@@ -19,7 +20,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['MAX_JSONL_READ', 'FAILURE_HINTS', 'HIST_EDGES', 'atomic_write', 'atomic_write_json', 'append_jsonl', 'read_bounded',
-           'read_jsonl', 'new_run_id', 'cache_dir', 'failure_hint', 'RunPaths', 'link_problems', 'printable']
+           'read_jsonl', 'new_run_id', 'cache_dir', 'failure_hint', 'RunPaths', 'link_problems', 'printable',
+           'finite_number']
 
 # %% ../nbs/00_core.ipynb #c2f22a55
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
@@ -139,3 +141,8 @@ def printable(value, limit: int | None = None) -> str:
     "`value` as printable text, at most `limit` characters: control characters (terminal escape sequences) shown escaped."
     text = str(value)[:limit]
     return text if text.isprintable() else "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+# %% ../nbs/00_core.ipynb #1b1ed42b
+def finite_number(v) -> bool:
+    "Whether `v`, read from a file or a database, is a number to use: a finite float, or an int below 2**63 (not a bool)."
+    return type(v) is float and math.isfinite(v) or type(v) is int and abs(v) < 2**63
